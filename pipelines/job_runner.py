@@ -1,0 +1,69 @@
+"""What every job shares at its edge: connecting to Ray, and turning failures into one clear line.
+
+A user who passes a wrong bucket, a bad model reference or an unreachable MLflow server should read
+one line that says what to do, not a 200-line traceback from inside a Ray worker. Errors raised in
+Ray tasks arrive wrapped (``RayTaskError``, Ray Data's ``UserCodeException``); the runner walks the
+cause chain to find ours. Anything unexpected still gets its full traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from pipelines.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Every exception type that carries a message written for the user."""
+    from fcn_core.checkpoint import CheckpointError
+    from pipelines.labelled import LabelError
+    from pipelines.storage import StorageError
+    from pipelines.tracking import ModelReferenceError, TrackingUnavailableError
+
+    return (UserError, CheckpointError, LabelError, StorageError, ModelReferenceError,
+            TrackingUnavailableError)
+
+
+def find_user_error(error: BaseException) -> BaseException | None:
+    """The first user-facing error in ``error``'s cause chain, or None."""
+    types = _user_error_types()
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, types):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    message = str(error.args[0]) if error.args else str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def connect_ray() -> None:
+    """Join the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``), or start a local Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+
+def run_cli(job: Callable[[], None]) -> int:
+    """Run ``job`` and return the process exit code: 0, 2 for a user error (one line on stderr), 130."""
+    try:
+        job()
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs below
+        found = find_user_error(error)
+        if found is None:
+            raise
+        print(f"error: {one_line(found)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

@@ -1,0 +1,187 @@
+"""One batch-segmentation run, end to end: resolve the model, stream the corpus, commit, summarise.
+
+Outputs under ``OUTPUT/`` (see the README for the schema):
+``masks/<key>.png``, ``stats/[partition/]part-*.parquet`` and, written last, ``summary.json``:
+its presence means the run completed and met ``--max-error-fraction``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import ray
+
+from fcn_core.checkpoint import read_checkpoint_metadata
+from pipelines import storage, tracking
+from pipelines.errors import ConfigError, UserError
+from pipelines.corpus import attach_bytes, list_corpus
+from pipelines.listing import CorpusFilter
+from pipelines.output_lock import OutputLock
+from pipelines.segmentation.config import SegmentConfig
+from pipelines.segmentation.keys import column_suffixes
+from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
+from pipelines.segmentation.previews import log_previews
+from pipelines.segmentation.resources import ResourcePlan, plan_resources
+from pipelines.segmentation.stages import SegmentImages, WriteOutputs, prepare_images
+from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, read_stats
+
+SUMMARY_NAME = "summary.json"
+PROGRESS_EVERY_S = 10.0
+
+
+class ErrorFractionExceeded(UserError):
+    """More images failed than ``--max-error-fraction`` allows; no summary.json was written."""
+
+
+@dataclass
+class SegmentResult:
+    summary: dict
+    summary_uri: str
+    run_id: str | None
+
+
+def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
+                   provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy):
+    """The streaming graph: list -> skip done -> fetch -> decode -> segment (actors) -> write."""
+    listed = list_corpus(config.input, CorpusFilter(include=tuple(config.include), exclude=tuple(config.exclude),
+                                                    limit=config.limit))
+    if len(done):
+        listed = listed.map_batches(drop_done, fn_kwargs={"done": done, "policy": policy,
+                                                         "model_version": provenance.model_version},
+                                    batch_format="numpy", num_cpus=plan.cpus_per_task)
+    fetched = attach_bytes(listed)
+    prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
+                                                              "max_pixels": config.max_pixels},
+                                   batch_size=config.batch_size, batch_format="numpy",
+                                   num_cpus=plan.cpus_per_task)
+    segmented = prepared.map_batches(
+        SegmentImages,
+        fn_constructor_args=([checkpoint_ref],),
+        fn_constructor_kwargs={"use_gpu": plan.gpus_per_actor > 0, "threads": plan.threads_per_actor},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors),
+        batch_size=config.batch_size, batch_format="numpy",
+        num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor,
+    )
+    return segmented.map_batches(
+        WriteOutputs,
+        fn_constructor_args=(config.output, class_names, provenance),
+        fn_constructor_kwargs={"stats_uri": stats_uri},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, plan.num_actors)),
+        batch_size=config.rows_per_stats_file, batch_format="numpy", num_cpus=plan.cpus_per_task,
+    )
+
+
+def _stream(dataset, log) -> dict:
+    """Drive the pipeline, printing progress; returns this run's ok/error counts and duration."""
+    counts = {OK: 0, ERROR: 0}
+    started = last_report = time.monotonic()
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for status in batch["status"]:
+            counts[status] += 1
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_EVERY_S:
+            done = counts[OK] + counts[ERROR]
+            log(f"segmented {done} images ({counts[ERROR]} errors), {done / (now - started):.1f} images/s")
+            last_report = now
+    return {"ok": counts[OK], "error": counts[ERROR], "seconds": time.monotonic() - started}
+
+
+def _summarise(stats_uri: str, class_names: list[str], this_run: dict, config: SegmentConfig,
+               provenance: Provenance) -> dict:
+    """Totals over every committed row of the output, plus what this run did."""
+    table = read_stats(stats_uri)
+    suffixes = column_suffixes(class_names)
+    ok = error = 0
+    pixel_totals = {name: 0 for name in class_names}
+    if table is not None:
+        ok = int(pc.sum(pc.equal(table["status"], OK)).as_py() or 0)
+        error = int(pc.sum(pc.equal(table["status"], ERROR)).as_py() or 0)
+        for name, suffix in zip(class_names, suffixes):
+            pixel_totals[name] = int(pc.sum(table[f"pixels_{suffix}"]).as_py() or 0)
+    all_pixels = max(sum(pixel_totals.values()), 1)
+    processed = this_run["ok"] + this_run["error"]
+    return {
+        "images": ok + error,
+        "ok": ok,
+        "error": error,
+        "error_fraction": error / max(ok + error, 1),
+        "processed_this_run": processed,
+        "errors_this_run": this_run["error"],
+        "seconds": round(this_run["seconds"], 3),
+        "images_per_second": round(processed / this_run["seconds"], 3) if this_run["seconds"] > 0 else 0.0,
+        "class_pixels": pixel_totals,
+        "class_pixel_share": {name: total / all_pixels for name, total in pixel_totals.items()},
+        "model": provenance.model,
+        "model_version": provenance.model_version,
+        "run_id": provenance.run_id,
+        "input": config.input,
+        "output": config.output,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _clear_outputs(output_uri: str) -> None:
+    for name in (SUMMARY_NAME, STATS_DIR, "masks"):
+        storage.remove(storage.join(output_uri, name), recursive=True)
+
+
+def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
+    """Segment every image of ``config.input`` not yet done in ``config.output``.
+
+    Raises ``ErrorFractionExceeded`` (after committing every row) when too many images failed.
+    """
+    if not 0.0 <= config.max_error_fraction <= 1.0:
+        raise ConfigError("--max-error-fraction must be between 0 and 1")
+    settings = tracking.TrackingSettings(enabled=config.tracking, tracking_uri=tracking.resolve_tracking_uri(),
+                                         experiment=config.experiment)
+    if settings.enabled:
+        tracking.check_tracking_server(settings.tracking_uri)
+    model = tracking.resolve_model_reference(config.model)
+    metadata = read_checkpoint_metadata(model.checkpoint_path)
+    class_names = list(metadata.class_names)
+    with open(model.checkpoint_path, "rb") as handle:
+        checkpoint_ref = ray.put(handle.read())
+    resources = ray.cluster_resources()
+    plan = plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), num_actors=config.num_actors,
+                          cpus_per_actor=config.cpus_per_actor, gpus_per_actor=config.gpus_per_actor)
+    stats_root = storage.join(config.output, STATS_DIR)
+    stats_uri = storage.join(stats_root, config.stats_partition) if config.stats_partition else stats_root
+    summary_uri = storage.join(config.output, SUMMARY_NAME)
+    policy = SkipPolicy(match_etag=config.incremental, match_model_version=config.reprocess_on_model_change)
+    owner = f"segment_bucket pid {os.getpid()} on {socket.gethostname()}"
+
+    with OutputLock(config.output, owner=owner):
+        if config.overwrite:
+            _clear_outputs(config.output)
+        storage.remove(summary_uri)  # present again only once this run has completed
+        params = {**config.to_dict(), "model_version": model.version, "actors": plan.num_actors,
+                  "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
+                  "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
+        with tracking.start_run(settings, run_name="segment_bucket", params=params) as run:
+            provenance = Provenance(model=config.model, model_version=model.version, run_id=run.run_id)
+            done = load_done(stats_root, policy)
+            log(f"{len(done)} images already done in {config.output}; segmenting the rest "
+                f"with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / {plan.gpus_per_actor:g} GPU")
+            dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done, policy)
+            this_run = _stream(dataset, log)
+            summary = _summarise(stats_root, class_names, this_run, config, provenance)
+            run.log_metrics({"images": summary["images"], "errors": summary["error"],
+                             "processed_this_run": summary["processed_this_run"],
+                             "images_per_second": summary["images_per_second"],
+                             **{f"pixel_share_{s}": v for s, v in
+                                zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
+            run.log_dict(summary, "summary.json")
+            run.log_dict(config.to_dict(), "config.json")
+            log_previews(run, read_stats(stats_root, columns=["image_uri", "mask_uri", "status"]), config.previews)
+            if summary["error_fraction"] > config.max_error_fraction:
+                raise ErrorFractionExceeded(
+                    f"{summary['error']} of {summary['images']} images failed "
+                    f"({summary['error_fraction']:.1%} > --max-error-fraction {config.max_error_fraction:.1%}); "
+                    f"see the 'error' column in {stats_root}")
+            storage.write_bytes_atomic(summary_uri, json.dumps(summary, indent=2).encode())
+    return SegmentResult(summary=summary, summary_uri=summary_uri, run_id=provenance.run_id)
