@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.mlflow_server",
     "tests.fixtures.corpus",
     "tests.fixtures.local_stack",
+    "tests.fixtures.models",
 ]

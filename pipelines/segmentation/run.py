@@ -17,12 +17,14 @@ import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
+from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
 from pipelines.errors import ConfigError, UserError
 from pipelines.corpus import attach_bytes, list_corpus
 from pipelines.listing import CorpusFilter
 from pipelines.output_lock import OutputLock
 from pipelines.segmentation.config import SegmentConfig
+from pipelines.segmentation.export import LABELMAP_NAME
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
 from pipelines.segmentation.previews import log_previews
@@ -63,7 +65,9 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
         SegmentImages,
         fn_constructor_args=([checkpoint_ref],),
         fn_constructor_kwargs={"use_gpu": plan.gpus_per_actor > 0, "threads": plan.threads_per_actor},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors),
+        # An explicit --num-actors is a fixed pool; otherwise the pool grows with the backlog.
+        compute=(ray.data.ActorPoolStrategy(size=plan.num_actors) if config.num_actors
+                 else ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors)),
         batch_size=config.batch_size, batch_format="numpy",
         num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor,
     )
@@ -159,6 +163,7 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
         if config.overwrite:
             _clear_outputs(config.output)
         storage.remove(summary_uri)  # present again only once this run has completed
+        storage.write_bytes_atomic(storage.join(config.output, LABELMAP_NAME), labelmap_text(class_names).encode())
         params = {**config.to_dict(), "model_version": model.version, "actors": plan.num_actors,
                   "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
                   "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}

@@ -1,0 +1,90 @@
+"""Nightly incremental labelling: segment what is new in a bucket with the registry's champion model.
+
+Each night it lists the bucket, skips every object already in the output's ledger with the same
+etag (so only new or changed images cost anything), writes that night's statistics under
+``stats/date=YYYY-MM-DD/`` and a review list of its least confident images, lowest first, under
+``review/date=YYYY-MM-DD.csv`` so people check those first.
+
+Locally:
+
+    python jobs/nightly_label.py --input data/images --output outputs/nightly --model-name fcn8s
+
+On a cluster (what the KubeRay schedule in infra/k8s runs):
+
+    RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python jobs/nightly_label.py --input s3://bucket/images/ --output s3://bucket/labels/ --model-name fcn8s
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+from pipelines.job_runner import connect_ray, run_cli
+from pipelines.segmentation.config import SegmentConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nightly_label.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--input", required=True, help="the growing prefix (or a manifest) to label")
+    parser.add_argument("--output", required=True, help="output prefix shared by every night's run")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-name", help="registered model whose @champion alias labels the images")
+    model.add_argument("--model", help="any model reference instead (models:/..., runs:/..., checkpoint path)")
+    parser.add_argument("--date", default=None, help="partition date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--review-threshold", type=float, default=0.7,
+                        help="images whose mean confidence is below this go on the review list")
+    parser.add_argument("--reprocess-on-model-change", action="store_true",
+                        help="also redo images labelled by an earlier champion")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
+    parser.add_argument("--num-actors", type=int, default=None, help="maximum inference actors (default: auto)")
+    parser.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default: auto)")
+    parser.add_argument("--max-side", type=int, default=1024, help="longest side seen by the model (0 = full)")
+    parser.add_argument("--max-error-fraction", type=float, default=0.1,
+                        help="exit non-zero if more of tonight's images than this fail")
+    parser.add_argument("--experiment", default="nightly_label", help="MLflow experiment name")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
+    date = args.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    try:
+        datetime.date.fromisoformat(date)
+    except ValueError:
+        raise SystemExit(f"error: --date must look like 2026-11-21, got {date!r}") from None
+    config = SegmentConfig(
+        input=args.input, output=args.output, model=args.model or f"models:/{args.model_name}@champion",
+        batch_size=args.batch_size, num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
+        max_side=args.max_side or None, incremental=True, reprocess_on_model_change=args.reprocess_on_model_change,
+        max_error_fraction=args.max_error_fraction, stats_partition=f"date={date}", experiment=args.experiment,
+        tracking=not args.no_tracking,
+    )
+    return config, date
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.segmentation.review import write_review_list
+    from pipelines.segmentation.run import run_segmentation
+
+    args = build_parser().parse_args(argv)
+    config, date = config_from_args(args)
+
+    def job() -> None:
+        connect_ray()
+        result = run_segmentation(config)
+        review_uri, flagged = write_review_list(config.output, date, threshold=args.review_threshold)
+        summary = result.summary
+        print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
+              f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
+        print(f"review list ({flagged} images below confidence {args.review_threshold}): {review_uri}")
+        print(f"statistics: {config.output.rstrip('/')}/stats/date={date}/")
+        if result.run_id:
+            print(f"MLflow run: {result.run_id}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

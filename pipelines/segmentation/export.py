@@ -1,0 +1,41 @@
+"""Export masks for labelling tools: the PASCAL VOC segmentation layout that CVAT imports.
+
+The zip holds ``labelmap.txt`` (``name:r,g,b::`` per class, VOC colours), the masks as palette PNGs
+under ``SegmentationClass/`` named after each image's key, and ``ImageSets/Segmentation/default.txt``
+listing them. Labellers import it onto a task holding the same images and correct the masks; our
+masks are already palette PNGs, so export only copies bytes. The zip is built in a local temporary
+file and uploaded once, so memory stays flat however many masks there are.
+"""
+from __future__ import annotations
+
+import tempfile
+import zipfile
+
+import pyarrow.compute as pc
+
+from pipelines import storage
+from pipelines.errors import UserError
+from pipelines.segmentation.keys import mask_key_for
+from pipelines.segmentation.stats import OK, STATS_DIR, read_stats
+
+LABELMAP_NAME = "labelmap.txt"
+
+
+def export_voc_segmentation(output_uri: str, destination_uri: str, *, partition: str | None = None) -> int:
+    """Write the masks of ``output_uri`` (optionally one stats partition) as a VOC zip; returns the count."""
+    stats_uri = storage.join(output_uri, STATS_DIR, partition) if partition else storage.join(output_uri, STATS_DIR)
+    table = read_stats(stats_uri, columns=["image_key", "mask_uri", "status"])
+    if table is None:
+        raise UserError(f"no statistics under {stats_uri}: run segment_bucket.py into {output_uri} first")
+    rows = table.filter(pc.equal(table["status"], OK)).select(["image_key", "mask_uri"]).to_pylist()
+    labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
+    names = sorted({mask_key_for(row["image_key"])[: -len(".png")]: row["mask_uri"] for row in rows}.items())
+    with tempfile.NamedTemporaryFile(suffix=".zip") as handle:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr(LABELMAP_NAME, labelmap)
+            archive.writestr("ImageSets/Segmentation/default.txt", "".join(f"{name}\n" for name, _ in names))
+            for name, mask_uri in names:
+                archive.writestr(f"SegmentationClass/{name}.png", storage.read_bytes(mask_uri))
+        handle.flush()
+        storage.upload_file(handle.name, destination_uri)
+    return len(names)
