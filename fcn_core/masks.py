@@ -1,0 +1,83 @@
+"""Label masks as PNG files, the way PASCAL VOC stores them.
+
+A mask is a uint8 array (H, W) whose value is the class index; 255 marks "void" pixels (object
+borders, unlabelled regions) that training and evaluation ignore. On disk it is a palette ("P")
+PNG: the pixel values are the class indices themselves and the palette only decides how a viewer
+shows them, so a mask written here opens in any image viewer with VOC's familiar colours and still
+reads back as class indices, not colours.
+"""
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IGNORE_INDEX = 255
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: uint8 (n, 3), colour i for class i.
+
+    Bits 0, 1, 2 of the class index go to the most significant free bit of red, green and blue, then
+    bits 3, 4, 5 to the next one down, and so on; neighbouring class indices get very different
+    colours, class 0 is black and 255 (void) is (224, 224, 192).
+    """
+    if not 1 <= n <= 256:
+        raise ValueError(f"voc_colormap needs 1 <= n <= 256 colours, got {n}")
+    index = np.arange(n)
+    colormap = np.zeros((n, 3), dtype=np.uint8)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (index >> (3 * shift + channel)) & 1
+            colormap[:, channel] |= (bit << (7 - shift)).astype(np.uint8)
+    return colormap
+
+
+_PALETTE = voc_colormap(256).tobytes()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """Encode a class-index mask uint8 (H, W) as a palette PNG with the VOC colour map."""
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ValueError(f"a mask must be uint8 (H, W), got {mask.dtype} {mask.shape}")
+    height, width = mask.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
+    image.putpalette(_PALETTE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def decode_mask_png(data: bytes) -> np.ndarray:
+    """Decode mask bytes to class indices uint8 (H, W).
+
+    Accepts palette PNGs (VOC's `SegmentationClass`, whatever their palette) and 8-bit grayscale
+    ones (`L`, as many tools export). RGB masks are refused: their colours would have to be mapped
+    back to classes through a colour map, and guessing that map silently mislabels data.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"mask bytes are not a readable image ({error})") from error
+    if image.mode not in ("P", "L"):
+        raise ValueError(
+            f"mask image has mode {image.mode!r}; save masks as palette ('P') or grayscale ('L') "
+            "PNGs whose pixel values are class indices"
+        )
+    return np.array(image, dtype=np.uint8)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over an image for a preview: uint8 (H, W, 3).
+
+    Background (class 0) is left as it is so the picture stays readable; every other class,
+    void included, is mixed with its VOC colour at weight `alpha`.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != mask.shape:
+        raise ValueError(f"overlay needs image (H, W, 3) and mask (H, W), got {image.shape} and {mask.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    colours = voc_colormap(256)[mask].astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    labelled = (mask != 0)[..., None]
+    return np.where(labelled, np.rint(blended), image).astype(np.uint8)

@@ -1,0 +1,47 @@
+"""Pretrained backbone weights: torchvision's ImageNet weights, downloaded or from a local file."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from fcn_core.models.fcn import FCN
+
+
+class BackboneWeightsError(RuntimeError):
+    """Backbone weights could not be obtained or do not fit; the message says what to do."""
+
+
+def load_backbone_weights(model: FCN, source: str | os.PathLike[str]) -> list[str]:
+    """Load ImageNet weights into `model.backbone`; return the backbone keys loaded.
+
+    source: "imagenet" downloads torchvision's weights (VGG16_Weights.IMAGENET1K_V1 or
+    ResNet50_Weights.IMAGENET1K_V2, cached under $TORCH_HOME); anything else is the path of a torchvision state
+    dict saved with `torch.save(net.state_dict(), path)`, for machines without internet. VGG16's classifier is
+    converted into fc6/fc7, which needs width_multiplier 1.0. The score layers and upsamplers are left alone.
+    """
+    backbone = model.backbone
+    if str(source) == "imagenet":
+        weights = backbone.imagenet_weights
+        try:
+            state_dict = weights.get_state_dict(progress=False)
+        except OSError as error:
+            raise BackboneWeightsError(
+                f"could not download {weights} from {weights.url} ({error}); "
+                "download it elsewhere and pass the local file path instead"
+            ) from error
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise BackboneWeightsError(f"no weights file at {path}; pass 'imagenet' or a torchvision state dict path")
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise BackboneWeightsError(f"{path} is not a loadable torchvision state dict ({reason})") from error
+    try:
+        return backbone.load_torchvision_state_dict(state_dict)
+    except ValueError as error:
+        raise BackboneWeightsError(f"{error}; pass weights of torchvision's {type(backbone).__name__}") from error

@@ -1,0 +1,311 @@
+"""MLflow tracking for every job: where runs go, whether the server answers, and what may be logged.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` when it is set (a server such as ``http://mlflow:5000``), else
+a SQLite store in the working directory, ``sqlite:///<cwd>/mlruns.db``, with artifacts under
+``<cwd>/mlruns/``. So every job runs with zero infrastructure, and the same command runs unchanged
+against a remote server once the variable is exported.
+
+A job checks the server before doing any work (``check_tracking_server``): an unreachable server is a
+one-line ``TrackingUnavailableError`` within seconds, not MLflow's minutes of retries, and never a
+silent loss of tracking. ``--no-tracking`` is the explicit way to run without MLflow.
+
+Nothing secret is logged: parameters, tags and logged dictionaries go through ``redact_mapping``,
+which masks values under secret-looking names and any occurrence of the secrets in this process's
+environment (the AWS secret key, the MLflow token, ...).
+
+Model logging and ``--model`` references live in ``pipelines.model_refs``; they are re-exported here
+so that jobs import one module.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from pipelines.errors import UserError
+
+DEFAULT_EXPERIMENT = "fcn-pipeline"
+LOCAL_STORE_NAME = "mlruns.db"
+MASK = "***"
+MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
+_TRUNCATED = "...[truncated]"
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "credential")
+_MIN_SECRET_LENGTH = 8  # shorter environment values (e.g. "true") would mask ordinary text
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
+
+
+class TrackingUnavailableError(UserError):
+    """The MLflow tracking server (or local store) cannot be used; the message says what to do."""
+
+
+class ModelReferenceError(UserError, ValueError):
+    """A ``--model`` reference names no model, version, alias, run or file; the message names it."""
+
+
+def resolve_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute cwd>/mlruns.db``.
+
+    MLflow's own default (``mlflow.db``) is not used: one name, ignored by git, for every job.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or f"sqlite:///{os.path.abspath(LOCAL_STORE_NAME)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingSettings:
+    """Whether and where a job logs: built by the job from ``--no-tracking`` and ``--experiment``."""
+
+    enabled: bool = True
+    tracking_uri: str = dataclasses.field(default_factory=resolve_tracking_uri)
+    experiment: str = DEFAULT_EXPERIMENT
+
+
+# ---------------------------------------------------------------------------------------------
+# Redaction
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names such as ``aws_secret_access_key``, ``MLFLOW_TRACKING_TOKEN``, ``s3.key``.
+
+    ``key`` counts only at the end of a word (``api_key``, ``accessKey``), so that names such as
+    ``key_prefix`` or ``keys`` stay readable in the MLflow UI.
+    """
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS) or any(
+        part.endswith("key") for part in re.split(r"[^a-z0-9]+", lowered))
+
+
+def _environment_secrets() -> list[str]:
+    """Values of secret-named environment variables, longest first (so none is half-masked)."""
+    values = {value for name, value in os.environ.items()
+              if len(value) >= _MIN_SECRET_LENGTH and is_secret_name(name)}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every environment secret and every password in a URL replaced by ``***``."""
+    for secret in _environment_secrets():
+        text = text.replace(secret, MASK)
+    return _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+
+
+def redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``mapping`` (nested mappings and lists included) that is safe to log."""
+    return {str(key): _redact_value(str(key), value) for key, value in mapping.items()}
+
+
+def _redact_value(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return redact_mapping(value)
+    if is_secret_name(name) and value not in (None, ""):
+        return MASK
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(name, item) for item in value]
+    return value
+
+
+def plain_config(value: Any) -> Any:
+    """Dataclasses and mappings as nested dicts of JSON types; anything else (paths, enums) as str."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain_config(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): plain_config(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_config(item) for item in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+def flatten_params(config: Any) -> dict[str, str]:
+    """Redacted MLflow parameters from a (nested) config: ``{"train.lr": "0.001", ...}``.
+
+    Nested dataclasses and dicts become dotted names; values longer than MLflow's 6000-character
+    limit are truncated (MLflow itself splits the upload into batches of 100).
+    """
+    flat: dict[str, str] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                visit(f"{prefix}{key}.", item)
+            return
+        text = str(value)
+        if len(text) > MAX_PARAM_VALUE_LENGTH:
+            text = text[: MAX_PARAM_VALUE_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+        flat[prefix[:-1]] = text
+
+    for key, value in redact_mapping(plain_config(config)).items():
+        visit(f"{key}.", value)
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------
+# Server check
+
+
+@contextlib.contextmanager
+def _fail_fast_http(timeout_s: float) -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP calls made inside the block.
+
+    MLflow reads these variables at request time; its defaults (7 retries with exponential back-off,
+    120 s timeout) would keep a job waiting for minutes on a server that is down.
+    """
+    limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s)))}
+    saved = {name: os.environ.get(name) for name in limits}
+    os.environ.update(limits)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_tracking_server(uri: str, timeout_s: float = 10) -> None:
+    """Raise ``TrackingUnavailableError`` unless MLflow at ``uri`` answers an authenticated request.
+
+    A real API call (not only ``/health``) so that a wrong token fails here too. For a local
+    SQLite URI this creates the store if needed.
+    """
+    try:
+        with _fail_fast_http(timeout_s):
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except (MlflowException, OSError) as error:
+        raise TrackingUnavailableError(f"MLflow at {redact(uri)} is unreachable: "
+                                       f"{_short_reason(error, timeout_s)}; start it or pass --no-tracking") from None
+
+
+def _short_reason(error: BaseException, timeout_s: float) -> str:
+    """The useful end of MLflow's nested connection messages: 'Connection refused', a timeout, ..."""
+    if isinstance(error, OSError) and error.strerror:  # the local store: a missing directory, permissions
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    text = str(error).strip()
+    if "timed out" in text.lower():
+        return f"no answer within {timeout_s:g} s"
+    nested = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if nested:
+        return nested.group(1).strip()
+    return redact(text.splitlines()[0]) if text else type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def mlflow_client(tracking_uri: str | None = None) -> mlflow.MlflowClient:
+    """One client per URI and process (``None``: ``resolve_tracking_uri()`` now), for calls outside a run."""
+    return _cached_client(tracking_uri or resolve_tracking_uri())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client(tracking_uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedRun:
+    """An MLflow run that any process can log to: picklable, so Ray Train's rank 0 can use it too."""
+
+    tracking_uri: str
+    run_id: str
+    enabled: bool = dataclasses.field(default=True, init=False)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        mlflow_client(self.tracking_uri).log_batch(self.run_id, metrics=[
+            Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+
+    def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        """Log ``dictionary`` (redacted) as a JSON or YAML artifact, chosen by the file extension."""
+        mlflow_client(self.tracking_uri).log_dict(self.run_id, redact_mapping(plain_config(dictionary)),
+                                            artifact_file)
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        """Log a uint8 (H, W, 3) array or PIL image as a PNG artifact."""
+        mlflow_client(self.tracking_uri).log_image(self.run_id, image, artifact_file=artifact_file)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        mlflow_client(self.tracking_uri).log_artifact(self.run_id, local_path, artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in redact_mapping(tags).items():
+            mlflow_client(self.tracking_uri).set_tag(self.run_id, key, str(value))
+
+
+class DisabledRun:
+    """What ``start_run`` yields under ``--no-tracking``: the same methods, recording nothing."""
+
+    run_id: str | None = None
+    enabled = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        pass
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        pass
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def start_run(settings: TrackingSettings, run_name: str, params: Any,
+              tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun | DisabledRun]:
+    """Open an MLflow run in ``settings.experiment`` with ``params`` (a config) logged, redacted.
+
+    Also the active MLflow run of this process while the block runs, so ``log_checkpoint_model``
+    logs into it. The run ends FAILED if the block raises. Disabled settings yield a
+    ``DisabledRun`` after saying once on stderr that nothing is recorded.
+    """
+    if not settings.enabled:
+        print(f"{run_name}: tracking is off (--no-tracking); nothing of this run is recorded in MLflow",
+              file=sys.stderr)
+        yield DisabledRun()
+        return
+    check_tracking_server(settings.tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment(settings.experiment)
+    safe_tags = {key: str(value) for key, value in redact_mapping(tags or {}).items()}
+    with mlflow.start_run(run_name=run_name, tags=safe_tags) as active:
+        mlflow.log_params(flatten_params(params))
+        yield TrackedRun(settings.tracking_uri, active.info.run_id)
+
+
+_MODEL_REFS_NAMES = frozenset({"LoggedModel", "ResolvedModel", "get_model_version_by_alias",
+                               "log_checkpoint_model", "resolve_model_reference", "set_model_alias"})
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the model API of ``pipelines.model_refs`` on first use.
+
+    Lazily, because ``model_refs`` imports this module's errors and client: an eager import here
+    would be circular whenever ``model_refs`` is imported first.
+    """
+    if name in _MODEL_REFS_NAMES:
+        from pipelines import model_refs
+
+        return getattr(model_refs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,212 @@
+"""`train_loop_per_worker`: what each Ray Train worker runs, from a fresh start or a checkpoint.
+
+Every worker holds a replica of the model (DDP: gradients are averaged after each backward), reads
+its own shard of the training split from Ray Data, and its share of the validation split. Rank 0
+alone writes checkpoints and talks to MLflow. A worker group that restarts after a failure, or a
+run started again with the same name, continues after the latest checkpoint.
+"""
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fcn_core.checkpoint import load_checkpoint
+from fcn_core.losses import segmentation_loss
+from fcn_core.masks import IGNORE_INDEX
+from fcn_core.metrics import ConfusionMatrix
+from fcn_core.normalization import Normalization, normalize_image
+from pipelines.tracking import DisabledRun, TrackedRun
+from pipelines.training.augment import augment_batch
+from pipelines.training.checkpoints import Restored, epoch_dir_name, read_epoch_checkpoint, write_epoch_checkpoint
+from pipelines.training.config import TrainConfig
+from pipelines.training.optimization import build_optimizer, build_scheduler
+
+TRAIN, VAL = "train", "val"
+SCORE_METRIC = "val/mean_iu"  # Ray Train keeps the best checkpoints by this
+PREFETCH_BATCHES = 2
+
+
+@dataclass
+class LoopSettings:
+    """What the driver hands every worker (through `train_loop_config`)."""
+
+    config: TrainConfig
+    class_names: list[str]
+    initial_model: ray.ObjectRef  # bytes of an fcn_core checkpoint: the weights to start from
+    resolved_config: dict[str, Any]  # saved in every checkpoint (holds the MLflow run id for --resume)
+    run: TrackedRun | DisabledRun
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    settings: LoopSettings = loop_config["settings"]
+    config = settings.config
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, math.ceil(config.cpus_per_worker)))
+
+    restored = _restore_latest()
+    if restored is None:
+        model = load_checkpoint(io.BytesIO(ray.get(settings.initial_model))).model
+        normalization = load_checkpoint(io.BytesIO(ray.get(settings.initial_model))).normalization
+        start_epoch = 0
+    else:
+        model, normalization, start_epoch = restored.loaded.model, restored.loaded.normalization, restored.epoch + 1
+    replica = ray.train.torch.prepare_model(model)  # on the device; DDP-wrapped when world_size > 1
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer)
+    if restored is not None:
+        optimizer.load_state_dict(restored.optimizer_state)
+        scheduler.load_state_dict(restored.scheduler_state)
+
+    monitor = _SystemMetrics(settings.run) if rank == 0 else None
+    if rank == 0 and restored is not None:
+        settings.run.log_metrics({"resumed_at_epoch": start_epoch}, step=start_epoch)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            # Dropout masks: seeded per (run, epoch, rank), so a resumed epoch replays the same ones.
+            torch.manual_seed(hash((config.seed, epoch, rank)) % 2**63)
+            metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+            metrics["train/loss"] = _train_one_epoch(
+                replica, optimizer, ray.train.get_dataset_shard(TRAIN), config, epoch, normalization, device
+            )
+            scheduler.step()
+            confusion = None
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+                confusion = evaluate(model, ray.train.get_dataset_shard(VAL), normalization,
+                                     len(settings.class_names), device)
+                metrics.update({f"val/{key}": value for key, value in confusion.summary(settings.class_names).items()})
+            _report(epoch, metrics, confusion, model, optimizer, scheduler, settings, rank)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def _restore_latest() -> Restored | None:
+    """The latest checkpoint of this run (after a worker failure or a --resume), or None."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return read_epoch_checkpoint(directory)
+
+
+def _train_one_epoch(
+    replica: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shard: ray.data.DataIterator,
+    config: TrainConfig,
+    epoch: int,
+    normalization: Normalization,
+    device: torch.device,
+) -> float:
+    """One pass over this worker's shard; returns the epoch's loss averaged over every valid pixel of every worker.
+
+    Each worker's loss is its sum over valid pixels divided by the valid pixels of the whole global
+    batch (times the world size, which DDP's gradient averaging divides out again). So the step is
+    that of one process training on the global batch, however the pixels are split between workers.
+    """
+    replica.train()
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels)
+    batches = shard.iter_torch_batches(
+        batch_size=config.batch_size,
+        collate_fn=lambda batch: augment_batch(batch, epoch=epoch, seed=config.seed, crop_size=config.crop_size,
+                                               scale_range=config.scale_range),
+        prefetch_batches=PREFETCH_BATCHES,
+    )
+    for images, masks in batches:
+        images = normalize_image(images.to(device, non_blocking=True), normalization)  # (N, 3, crop, crop)
+        masks = masks.to(device, non_blocking=True)  # (N, crop, crop)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
+            logits = replica(images)  # (N, C, crop, crop)
+        loss = segmentation_loss(logits.float(), masks, ignore_index=IGNORE_INDEX)
+        valid = (masks != IGNORE_INDEX).sum().to(torch.float64)
+        global_valid = valid.clone()
+        if world_size > 1:
+            dist.all_reduce(global_valid)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * (valid * world_size / global_valid.clamp(min=1))).backward()
+        optimizer.step()
+        totals += torch.stack([loss.detach().to(torch.float64) * valid, valid])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    return float(totals[0] / totals[1].clamp(min=1))
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    shard: ray.data.DataIterator,
+    normalization: Normalization,
+    num_classes: int,
+    device: torch.device,
+) -> ConfusionMatrix:
+    """Confusion matrix of `model` over the validation split at full resolution, summed over all workers.
+
+    Images come one at a time: they differ in size, and the paper scores whole images, not crops.
+    """
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES):
+        image = torch.from_numpy(batch["image"][0]).to(device)  # (H, W, 3) uint8
+        mask = torch.from_numpy(batch["mask"][0]).to(device)  # (H, W) uint8
+        prediction = model(normalize_image(image, normalization)).argmax(dim=1)[0]  # (H, W)
+        confusion.update(prediction, mask)
+    confusion.all_reduce()
+    model.train()
+    return confusion
+
+
+def _report(
+    epoch: int,
+    metrics: dict[str, float],
+    confusion: ConfusionMatrix | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    settings: LoopSettings,
+    rank: int,
+) -> None:
+    """Checkpoint the epoch (rank 0 writes it, every rank reports) and log its metrics to MLflow."""
+    # Unvalidated epochs score nan: Ray Train ranks them below every validated one, but keeps the latest.
+    ray_metrics = {SCORE_METRIC: float("nan"), **metrics}
+    if rank != 0:
+        ray.train.report(ray_metrics)
+        return
+    settings.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
+    with tempfile.TemporaryDirectory(prefix="fcn-checkpoint-") as directory:
+        write_epoch_checkpoint(
+            directory, model, class_names=settings.class_names, epoch=epoch,
+            metrics={key: value for key, value in metrics.items() if key.startswith("val/")},
+            config=settings.resolved_config, optimizer=optimizer, scheduler=scheduler, confusion=confusion,
+        )
+        ray.train.report(ray_metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=epoch_dir_name(epoch))
+
+
+class _SystemMetrics:
+    """MLflow's CPU, memory, disk, network (and GPU) sampling of rank 0's node, into the training run."""
+
+    def __init__(self, run: TrackedRun | DisabledRun) -> None:
+        self._monitor = None
+        if run.enabled:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(run.run_id, tracking_uri=run.tracking_uri, resume_logging=True)
+            self._monitor.start()
+
+    def finish(self) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()

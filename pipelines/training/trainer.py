@@ -1,0 +1,95 @@
+"""The Ray Train side of a training run: scaling, storage, checkpoint retention, failures.
+
+Ray Train (V2) keys a run by ``RunConfig(name, storage_path)``: starting a trainer whose run
+directory already holds checkpoints continues after the latest one. That one mechanism serves
+both a worker group restarted after a failure (up to ``--max-failures`` times) and ``--resume``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs
+import ray
+import ray.data
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from pipelines import storage
+from pipelines.job_runner import find_user_error
+from pipelines.training.checkpoints import CHECKPOINT_FILE
+from pipelines.training.config import TrainConfig
+from pipelines.training.data import SegmentationDataConfig
+from pipelines.training.loop import SCORE_METRIC, TRAIN, VAL, LoopSettings, train_loop_per_worker
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Where the checkpoints of a finished run are (checkpoint.pt URIs) and what they scored."""
+
+    best_checkpoint: str  # best validation mean IU (the latest when no epoch was validated)
+    best_metrics: dict[str, Any]
+    latest_checkpoint: str
+    latest_metrics: dict[str, Any]
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def build_trainer(
+    settings: LoopSettings, *, use_gpu: bool, train: ray.data.Dataset, val: ray.data.Dataset
+) -> TorchTrainer:
+    """A TorchTrainer for `settings.config`: DDP over gloo (CPU) or NCCL (GPU), checkpoints on the storage path."""
+    config = settings.config
+    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    filesystem, path = storage.resolve(config.storage_path)
+    run_config = ray.train.RunConfig(
+        name=config.name,
+        # Ray Train writes through pyarrow; wrapping the project's fsspec filesystem keeps endpoint and
+        # credential resolution in pipelines.storage.
+        storage_path=path,
+        storage_filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem)),
+        failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=config.keep_checkpoints,
+            checkpoint_score_attribute=SCORE_METRIC,
+            checkpoint_score_order="max",
+        ),
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"settings": settings},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=run_config,
+        datasets={TRAIN: train, VAL: val},
+        dataset_config=SegmentationDataConfig(),
+    )
+
+
+def fit(trainer: TorchTrainer, run_uri: str) -> FitResult:
+    """Run the trainer to the end; a user error raised on a worker (bad data, ...) is re-raised as itself."""
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        failures = getattr(error, "worker_failures", {}) or {}
+        for failure in failures.values():
+            found = find_user_error(failure)
+            if found is not None:
+                raise found from None
+        raise
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint under {run_uri}")
+
+    def uri(checkpoint: ray.train.Checkpoint) -> str:
+        return storage.join(run_uri, checkpoint.path.rstrip("/").rsplit("/", 1)[-1], CHECKPOINT_FILE)
+
+    scored = [(checkpoint, metrics) for checkpoint, metrics in result.best_checkpoints or []
+              if not math.isnan(metrics.get(SCORE_METRIC, math.nan))]
+    best, best_metrics = max(scored, key=lambda item: item[1][SCORE_METRIC]) if scored else (
+        result.checkpoint, result.metrics)
+    return FitResult(best_checkpoint=uri(best), best_metrics=dict(best_metrics),
+                     latest_checkpoint=uri(result.checkpoint), latest_metrics=dict(result.metrics))

@@ -1,0 +1,176 @@
+"""The model registry: every variant's output shape and alignment, the paper-size model, staged initialisation."""
+import pytest
+import torch
+from torch import nn
+
+from fcn_core.models import FCN, ModelSpec, build_model, initialize_from, list_models
+from fcn_core.models.spec import ALIGNMENTS, BACKBONES
+from fcn_core.normalization import IMAGENET_NORMALIZATION
+
+TINY = 1 / 32
+CONFIGS = [(name, backbone, alignment) for name in list_models() for backbone in BACKBONES for alignment in ALIGNMENTS]
+CONFIG_IDS = ["-".join(config) for config in CONFIGS]
+SIZES = [
+    (1, 1),
+    (17, 23),
+    pytest.param(500, 375, marks=pytest.mark.slow),
+    pytest.param(1023, 769, marks=pytest.mark.slow),
+]
+# Sizes whose pooling grids are mirror-symmetric, so a mirrored image must give mirrored logits exactly:
+# VGG16 reference: H + 198 divisible by 32 (every 2x2 pool sees an even size); VGG16 compact: H divisible by 32;
+# ResNet-50: H = 1 mod 32 (every stride-2 layer sees an odd size and centres its outputs on pixels 0, 2, ...).
+SYMMETRIC_SIZE = {("vgg16", "reference"): 58, ("vgg16", "compact"): 64, ("resnet50", "reference"): 65}
+SYMMETRIC_SIZE[("resnet50", "compact")] = 65
+
+
+def tiny_model(name: str, backbone: str, alignment: str, num_classes: int = 3) -> FCN:
+    width = TINY if backbone == "vgg16" else 1.0
+    return build_model(name, num_classes, backbone=backbone, alignment=alignment, width_multiplier=width).eval()
+
+
+def test_registry_names():
+    assert list_models() == ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
+
+
+def test_bad_names_and_options_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="fcn32s, fcn16s, fcn8s, fcn8s-atonce"):
+        build_model("fcn4s", 3)
+    with pytest.raises(ValueError, match="valid options are backbone, width_multiplier"):
+        build_model("fcn8s", 3, widht_multiplier=0.5)
+    with pytest.raises(ValueError, match="vgg16, resnet50"):
+        build_model("fcn8s", 3, backbone="alexnet")
+    with pytest.raises(ValueError, match="reference, compact"):
+        build_model("fcn8s", 3, alignment="centre")
+    with pytest.raises(ValueError, match="vgg16 only"):
+        build_model("fcn8s", 3, backbone="resnet50", width_multiplier=0.5)
+    with pytest.raises(ValueError, match="positive integer"):
+        build_model("fcn8s", 0)
+
+
+def test_none_options_keep_the_defaults_and_spec_records_them():
+    model = build_model("fcn16s", 4, width_multiplier=TINY, alignment=None, dropout=None)
+    assert model.spec == ModelSpec(
+        "fcn16s",
+        4,
+        {"backbone": "vgg16", "width_multiplier": TINY, "alignment": "reference", "learn_upsampling": True, "dropout": 0.5},
+    )
+    assert model.normalization == IMAGENET_NORMALIZATION
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+@pytest.mark.parametrize(("name", "backbone", "alignment"), CONFIGS, ids=CONFIG_IDS)
+def test_every_variant_returns_logits_of_the_input_size(name, backbone, alignment, height, width):
+    model = tiny_model(name, backbone, alignment)
+    with torch.inference_mode():
+        logits = model(torch.randn(1, 3, height, width))
+    assert logits.shape == (1, 3, height, width)
+    assert torch.isfinite(logits).all()
+
+
+def _symmetrise_and_randomise(model: FCN) -> None:
+    """Give every kernel mirror symmetry (so the network commutes with mirroring) and non-zero score layers."""
+    generator = torch.Generator().manual_seed(0)
+    score_layers = [model.score_fr, *model.skip_scores.values()]
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                if module in score_layers:
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+                weight = module.weight
+                weight.copy_((weight + weight.flip(-1) + weight.flip(-2) + weight.flip(-2, -1)) / 4)
+
+
+@pytest.mark.parametrize(("name", "backbone", "alignment"), CONFIGS, ids=CONFIG_IDS)
+def test_every_variant_is_aligned_with_its_input(name, backbone, alignment):
+    """Mirroring the image mirrors the logits only if the crops centre the output grid on the input grid.
+
+    A crop one pixel off shifts the logits one way for the image and the other way for its mirror image. The
+    mirrored axis has a symmetric size; the other axis is odd-sized and untouched by the mirror.
+    """
+    model = tiny_model(name, backbone, alignment)
+    _symmetrise_and_randomise(model)
+    size = SYMMETRIC_SIZE[(backbone, alignment)]
+    generator = torch.Generator().manual_seed(1)
+    for shape, axis in (((size, 23), -2), ((17, size), -1)):
+        images = torch.randn(1, 3, *shape, generator=generator)
+        with torch.inference_mode():
+            logits = model(images)
+            mirrored = model(images.flip(axis))
+        assert logits.shape[-2:] == shape
+        scale = logits.abs().max()
+        assert (logits - logits.flip(axis)).abs().max() > 1e-2 * scale  # the test image is not symmetric itself
+        torch.testing.assert_close(mirrored / scale, logits.flip(axis) / scale, atol=1e-5, rtol=0)
+
+
+def test_alignment_test_detects_a_one_pixel_crop_error():
+    model = tiny_model("fcn8s", "vgg16", "reference")
+    _symmetrise_and_randomise(model)
+    model.output_offset += 1
+    images = torch.randn(1, 3, 58, 23)
+    with torch.inference_mode():
+        logits = model(images)
+        assert (model(images.flip(-2)) - logits.flip(-2)).abs().max() > 1e-2 * logits.abs().max()
+
+
+@pytest.mark.slow
+def test_paper_size_parameter_counts_match_table_1():
+    """The paper's Table 1 gives 134M parameters for FCN-VGG16; the skips add about 0.02M."""
+    counts = {}
+    for name in ("fcn32s", "fcn16s", "fcn8s"):
+        with torch.device("meta"):  # shapes only: no 540 MB allocations
+            model = build_model(name, 21)
+        counts[name] = sum(parameter.numel() for parameter in model.parameters())
+    for name, count in counts.items():
+        assert abs(count - 134e6) / 134e6 < 0.01, f"{name} has {count} parameters"
+    assert counts["fcn32s"] == 134_432_597  # VGG16 without fc8 (134,260,544) + score_fr + fixed 64x64 upsampler
+
+
+@pytest.mark.slow
+def test_paper_size_model_output_shape():
+    model = build_model("fcn8s", 21).eval()
+    with torch.inference_mode():
+        for height, width in ((1, 1), (17, 23)):
+            assert model(torch.randn(1, 3, height, width)).shape == (1, 21, height, width)
+
+
+def _interior(logits: torch.Tensor, margin: int = 32) -> torch.Tensor:
+    return logits[..., margin:-margin, margin:-margin]
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+@pytest.mark.parametrize(("coarse", "fine"), [("fcn32s", "fcn16s"), ("fcn16s", "fcn8s")])
+def test_staged_initialisation_starts_where_the_coarser_model_ended(coarse, fine, alignment):
+    """With zero skip scores and bilinear 2x upsamplers, the finer net interpolates the same coarse scores.
+
+    Linear interpolation in two steps equals one step wherever the coarse scores surround the pixel, so the
+    outputs agree exactly away from the image border (within 32 pixels of it, the upsamplers fade out differently).
+    """
+    torch.manual_seed(0)
+    trained = build_model(coarse, 3, width_multiplier=TINY, alignment=alignment).eval()
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)  # stands in for training
+    staged = build_model(fine, 3, width_multiplier=TINY, alignment=alignment).eval()
+    copied = initialize_from(staged, trained)
+    assert "backbone.fc6.weight" in copied and "score_fr.weight" in copied
+    assert "final_upsampler.weight" not in copied  # a different stride: different shape
+    if coarse == "fcn16s":
+        assert {"skip_scores.pool4.weight", "skip_upsamplers.pool4.weight"} <= set(copied)
+    images = torch.randn(1, 3, 150, 131)
+    with torch.inference_mode():
+        expected, actual = trained(images), staged(images)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(_interior(actual), _interior(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_atonce_damps_the_skips_by_fixed_factors():
+    """Only the pool4 scores are non-zero here, so the all-at-once net's logits are 0.01 times the plain one's."""
+    plain = build_model("fcn8s", 3, width_multiplier=TINY).eval()
+    atonce = build_model("fcn8s-atonce", 3, width_multiplier=TINY).eval()
+    with torch.no_grad():
+        plain.skip_scores["pool4"].weight.normal_()
+    assert len(initialize_from(atonce, plain)) == len(plain.state_dict())
+    images = torch.randn(1, 3, 40, 36)
+    with torch.inference_mode():
+        torch.testing.assert_close(atonce(images), 0.01 * plain(images), atol=1e-6, rtol=1e-4)
