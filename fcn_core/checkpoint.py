@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fcn_core.models import FCN, ModelSpec, build_model
-from fcn_core.models.state import state_dict_mismatch
+from fcn_core.models.state import load_weights_only, state_dict_mismatch
 from fcn_core.normalization import Normalization
 
 FORMAT = "fcn-pipeline-checkpoint"
@@ -55,13 +55,16 @@ class LoadedCheckpoint(CheckpointMetadata):
 
 
 def _plain(value: Any, where: str) -> Any:
-    """`value` if it holds only what `weights_only` loading accepts; dataclasses become dicts."""
+    """`value` if it holds only what `weights_only` loading accepts; dataclasses become dicts, numpy scalars numbers."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
+    if isinstance(value, np.generic):
+        value = value.item()
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        items = [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
     if isinstance(value, Mapping):
         for key in value:
             if not isinstance(key, (str, int)):
@@ -130,15 +133,9 @@ def _read_payload(source: Source, map_location: str | torch.device, mmap: bool =
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
         raise CheckpointError(f"no checkpoint file at {name}; check the path")
     try:
-        payload = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{name} holds objects other than tensors and plain values and was not unpickled; "
-            "load only checkpoints written by save_checkpoint"
-        ) from error
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{name} is not a readable checkpoint ({reason}); was it written by save_checkpoint?") from error
+        payload = load_weights_only(source, map_location, mmap=mmap)
+    except ValueError as error:
+        raise CheckpointError(f"{name} {error}; load only checkpoints written by save_checkpoint") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is not an fcn-pipeline checkpoint; was it written by save_checkpoint?")
     version = payload.get("format_version")
@@ -150,6 +147,8 @@ def _read_payload(source: Source, map_location: str | torch.device, mmap: bool =
 def _metadata(payload: dict[str, Any], name: str) -> CheckpointMetadata:
     try:
         spec = ModelSpec(**payload["spec"])
+        if not (isinstance(spec.name, str) and isinstance(spec.num_classes, int) and isinstance(spec.options, dict)):
+            raise TypeError(f"spec {payload['spec']} needs a name, a class count and an options dict")
         normalization = Normalization(tuple(payload["normalization"]["mean"]), tuple(payload["normalization"]["std"]))
         return CheckpointMetadata(
             spec=spec,

@@ -1,10 +1,38 @@
-"""Moving weights between modules by name: exact loads with a one-line diagnosis, and partial copies."""
+"""Moving weights between files and modules: safe file loads, exact loads with a one-line diagnosis, partial copies."""
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Mapping
+from typing import IO, Any
 
 import torch
 from torch import nn
+
+
+def _telling_line(error: Exception) -> str:
+    """The line of a torch.load error that names the problem (they run to many lines of advice), shortened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = next((line for line in lines if "Unsupported" in line or "GLOBAL" in line), lines[0] if lines else "")
+    return f"{type(error).__name__}: {telling[:160]}" if telling else type(error).__name__
+
+
+def load_weights_only(
+    source: str | os.PathLike[str] | IO[bytes], map_location: str | torch.device = "cpu", mmap: bool = False
+) -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never arbitrary objects.
+
+    Raises ValueError with one line: either the file needs full unpickling (refused, nothing is executed) or it
+    is not a torch file at all.
+    """
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"was refused by weights-only loading, which unpickles only tensors and plain values ({_telling_line(error)})"
+        ) from error
+    except Exception as error:  # arbitrary bytes fail in arbitrary ways (KeyError, EOFError, RuntimeError, ...)
+        raise ValueError(f"is not a readable torch file ({_telling_line(error)})") from error
 
 
 def state_dict_mismatch(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
-import torch
-
 from fcn_core.models.fcn import FCN
+from fcn_core.models.state import load_weights_only
 
 
 class BackboneWeightsError(RuntimeError):
@@ -37,10 +35,9 @@ def load_backbone_weights(model: FCN, source: str | os.PathLike[str]) -> list[st
         if not path.is_file():
             raise BackboneWeightsError(f"no weights file at {path}; pass 'imagenet' or a torchvision state dict path")
         try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise BackboneWeightsError(f"{path} is not a loadable torchvision state dict ({reason})") from error
+            state_dict = load_weights_only(path)
+        except ValueError as error:
+            raise BackboneWeightsError(f"{path} {error}; pass a torchvision state dict") from error
     try:
         return backbone.load_torchvision_state_dict(state_dict)
     except ValueError as error:
