@@ -8,7 +8,7 @@ and partly out of frame. Five object classes differ in form, colour and texture:
     ring      red,    annulus,        alternating spokes   (same colours as disc: shape and texture decide)
     square    blue,   rotated square, checkerboard
     triangle  green,  rotated triangle, stripes
-    bar       yellow, groups of 2-4 px wide lines (thin structures, where coarse predictions fail)
+    bar       yellow, one to three parallel lines 4-8 px wide (thin next to FCN-8s's stride 8: fine detail)
 
 Edges are anti-aliased; pixels that are roughly half object, half something else are labelled 255
 (void) as VOC labels its object borders. Every scene is drawn from `np.random.default_rng([seed,
@@ -34,8 +34,8 @@ from fcn_core.masks import IGNORE_INDEX, encode_mask_png, voc_colormap
 
 SYNTHETIC_CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "bar")
 
-# Coverage thresholds: an object owns a pixel it covers at least this much, and makes it void above
-# 1 - this (a thin band of mixed pixels along every edge).
+# An object owns the pixels it covers at least _OWN_COVERAGE of and makes void those it covers more
+# than _VOID_COVERAGE but less than that: a band about half a pixel wide along every edge.
 _OWN_COVERAGE = 0.75
 _VOID_COVERAGE = 0.25
 _JPEG_QUALITY = 95
@@ -101,9 +101,9 @@ def _triangle(rng, u, v, size):
 
 def _bars(rng, u, v, size):
     half_length = rng.uniform(1.5, 3.0) * size
-    half_width = rng.uniform(1.5, 3.5)
+    half_width = rng.uniform(2.0, 4.0)
     count = rng.integers(1, 4)
-    gap = 2 * half_width + rng.uniform(6.0, 12.0)
+    gap = 2 * half_width + rng.uniform(8.0, 14.0)
     offsets = (np.arange(count) - (count - 1) / 2) * gap
     distance = np.min([np.maximum(np.abs(u) - half_length, np.abs(v - o) - half_width) for o in offsets], axis=0)
     return distance, np.ones_like(u)

@@ -39,7 +39,8 @@ CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
 # The input example the model is exported with: a batch of 2 (a batch of 1 would be exported as a
 # fixed size), small enough that exporting a full-width VGG16 FCN stays quick on a CPU.
 EXAMPLE_SHAPE = (2, 3, 64, 64)
-_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+# What the registry answers for a name, version or alias that does not exist (MLflow uses both).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +133,7 @@ def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | Non
     try:
         return str(mlflow_client(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException as error:
-        if error.error_code == _NOT_FOUND:
+        if error.error_code in _NOT_FOUND:
             return None
         raise
 
@@ -151,7 +152,7 @@ def _resolve_registered(reference: str, target: str, tracking_uri: str) -> Resol
     try:
         model_version = lookup()
     except MlflowException as error:
-        if error.error_code != _NOT_FOUND:
+        if error.error_code not in _NOT_FOUND:
             raise
         if not _registered_model_exists(client, name):
             raise ModelReferenceError(f"{reference}: no registered model named '{name}'") from None
@@ -166,7 +167,7 @@ def _registered_model_exists(client: mlflow.MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
     except MlflowException as error:
-        if error.error_code == _NOT_FOUND:
+        if error.error_code in _NOT_FOUND:
             return False
         raise
     return True
@@ -180,7 +181,7 @@ def _resolve_run(reference: str, target: str, tracking_uri: str) -> ResolvedMode
     try:
         mlflow_client(tracking_uri).get_run(run_id)
     except MlflowException as error:
-        if error.error_code != _NOT_FOUND:
+        if error.error_code not in _NOT_FOUND:
             raise
         raise ModelReferenceError(f"{reference}: no run with id '{run_id}'") from None
     listing = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
@@ -207,10 +208,10 @@ def _download(artifact_uri: str, target: str, tracking_uri: str, reference: str)
 def _fetch_checkpoint(uri: str, target: str, reference: str) -> str:
     """A local path for the checkpoint file at ``uri``: itself if local, else a copy in ``target``."""
     filesystem, path = storage.resolve(uri)
-    if not filesystem.isfile(path):
+    if not storage.run_io(uri, lambda: filesystem.isfile(path)):
         raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(uri)}")
-    if "file" in filesystem.protocol:  # fsspec's local filesystem: read it where it is
+    if storage.is_local(filesystem):
         return path
     local = os.path.join(target, posixpath.basename(path))
-    filesystem.get_file(path, local)
+    storage.run_io(uri, lambda: filesystem.get_file(path, local))
     return local

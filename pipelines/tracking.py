@@ -76,14 +76,14 @@ class TrackingSettings:
 
 
 def is_secret_name(name: str) -> bool:
-    """True for names such as ``aws_secret_access_key``, ``MLFLOW_TRACKING_TOKEN``, ``s3.key``.
+    """True for names such as ``aws_secret_access_key``, ``MLFLOW_TRACKING_TOKEN``, ``s3.api_key``.
 
-    ``key`` counts only at the end of a word (``api_key``, ``accessKey``), so that names such as
-    ``key_prefix`` or ``keys`` stay readable in the MLflow UI.
+    ``key`` counts only as the name's last word (``api_key``, ``accessKey``), so that names such as
+    ``key_prefix`` or ``AWS_ACCESS_KEY_ID`` (an identifier, not a secret) stay readable.
     """
     lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS) or any(
-        part.endswith("key") for part in re.split(r"[^a-z0-9]+", lowered))
+    words = [word for word in re.split(r"[^a-z0-9]+", lowered) if word]
+    return any(word in lowered for word in _SECRET_WORDS) or bool(words and words[-1].endswith("key"))
 
 
 def _environment_secrets() -> list[str]:

@@ -109,18 +109,34 @@ def session_members(session_id: int) -> list[int]:
 
 
 def stop_session(session_id: int, *, timeout_s: float = 10.0) -> None:
-    """SIGTERM every process of the session, then SIGKILL what is left after ``timeout_s``."""
-    _signal_session(session_id, signal.SIGTERM)
+    """Stop every process of the session: politely, then firmly, SIGKILL after ``timeout_s``.
+
+    First only the leader gets SIGTERM: ``ray start --block`` and ``mlflow server`` then shut their
+    children down in order (Ray's take a few seconds; SIGTERM to all of them at once leaves
+    ``gcs_server`` waiting for peers that are already gone). Halfway through, every process left
+    gets SIGTERM; at the end, SIGKILL.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    try:
+        os.kill(session_id, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if _wait_until_gone(session_id, time.monotonic() + timeout_s / 2):
+        return
+    _signal_session(session_id, signal.SIGTERM)
+    if _wait_until_gone(session_id, deadline):
+        return
+    _signal_session(session_id, signal.SIGKILL)
+    _wait_until_gone(session_id, time.monotonic() + 5)
+
+
+def _wait_until_gone(session_id: int, deadline: float) -> bool:
+    while True:
         _reap(session_id)
         if not _session_alive(session_id):
-            return
-        time.sleep(0.2)
-    _signal_session(session_id, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _session_alive(session_id) and time.monotonic() < deadline:
-        _reap(session_id)
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
 
 

@@ -6,6 +6,7 @@ its presence means the run completed and met ``--max-error-fraction``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ import ray
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
+from pipelines.model_refs import resolve_model_reference
 from pipelines.errors import ConfigError, UserError
 from pipelines.corpus import attach_bytes, list_corpus
 from pipelines.listing import CorpusFilter
@@ -145,11 +147,14 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
                                          experiment=config.experiment)
     if settings.enabled:
         tracking.check_tracking_server(settings.tracking_uri)
-    model = tracking.resolve_model_reference(config.model)
+    model = resolve_model_reference(config.model)
     metadata = read_checkpoint_metadata(model.checkpoint_path)
     class_names = list(metadata.class_names)
     with open(model.checkpoint_path, "rb") as handle:
-        checkpoint_ref = ray.put(handle.read())
+        checkpoint = handle.read()
+    # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
+    model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
+    checkpoint_ref = ray.put(checkpoint)
     resources = ray.cluster_resources()
     plan = plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), num_actors=config.num_actors,
                           cpus_per_actor=config.cpus_per_actor, gpus_per_actor=config.gpus_per_actor)
@@ -164,11 +169,11 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
             _clear_outputs(config.output)
         storage.remove(summary_uri)  # present again only once this run has completed
         storage.write_bytes_atomic(storage.join(config.output, LABELMAP_NAME), labelmap_text(class_names).encode())
-        params = {**config.to_dict(), "model_version": model.version, "actors": plan.num_actors,
+        params = {**config.to_dict(), "model_version": model_version, "actors": plan.num_actors,
                   "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
                   "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
         with tracking.start_run(settings, run_name="segment_bucket", params=params) as run:
-            provenance = Provenance(model=config.model, model_version=model.version, run_id=run.run_id)
+            provenance = Provenance(model=config.model, model_version=model_version, run_id=run.run_id)
             done = load_done(stats_root, policy)
             log(f"{len(done)} images already done in {config.output}; segmenting the rest "
                 f"with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / {plan.gpus_per_actor:g} GPU")

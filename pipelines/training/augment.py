@@ -12,8 +12,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from fcn_core.transforms import random_scale_crop_flip
+from pipelines.training.config import TrainConfig
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
@@ -44,3 +46,15 @@ def augment_batch(
         images.append(image)
         masks.append(mask)
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)).long()
+
+
+class AugmentingCollate(NumpyBatchCollateFn):
+    """Turns a decoded batch into (images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop)) for one epoch."""
+
+    def __init__(self, config: TrainConfig, epoch: int) -> None:
+        self._config = config
+        self._epoch = epoch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment_batch(batch, epoch=self._epoch, seed=self._config.seed, crop_size=self._config.crop_size,
+                             scale_range=self._config.scale_range)

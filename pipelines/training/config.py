@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelines.errors import ConfigError
 
+LAYOUTS = ("auto", "voc", "paired", "manifest")
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "resnet50")
 ALIGNMENTS = ("reference", "compact")
@@ -34,9 +35,10 @@ class TrainConfig:
     """Everything that decides what a training run does; every field is a `jobs/train_fcn.py` flag."""
 
     data: str  # labelled corpus: a local directory or an object-store URI (s3://bucket/prefix/)
-    layout: str = "voc"  # how images and masks are laid out, see pipelines.labelled
+    layout: str = "auto"  # voc, paired or manifest (see pipelines.labelled); auto tells them apart
     train_split: str = "train"
     val_split: str = "val"
+    class_names: tuple[str, ...] | None = None  # None: from the corpus's labelmap.txt
 
     variant: str = "fcn8s"
     backbone: str = "vgg16"
@@ -75,10 +77,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(self.scale_range)
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag for the first value that cannot work."""
+        _choice("--layout", self.layout, LAYOUTS)
         _choice("--variant", self.variant, VARIANTS)
         _choice("--backbone", self.backbone, BACKBONES)
         _choice("--alignment", self.alignment, ALIGNMENTS)
@@ -105,6 +110,8 @@ class TrainConfig:
             raise ConfigError("--max-failures must be -1 (retry forever), 0 or more")
         if self.backbone != "vgg16" and self.width_multiplier != 1.0:
             raise ConfigError("--width-multiplier applies to the VGG16 backbone only; leave it at 1 for resnet50")
+        if self.class_names is not None and (len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names)):
+            raise ConfigError(f"--class-names needs at least two distinct names, got {list(self.class_names)}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
 
@@ -123,6 +130,7 @@ class TrainConfig:
         """Plain JSON types only, so it can travel inside a weights-only checkpoint."""
         values = dataclasses.asdict(self)
         values["scale_range"] = list(self.scale_range)
+        values["class_names"] = None if self.class_names is None else list(self.class_names)
         return values
 
     @classmethod

@@ -10,8 +10,11 @@ from __future__ import annotations
 import io
 import math
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 import ray
 import ray.train
@@ -26,14 +29,15 @@ from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import Normalization, normalize_image
 from pipelines.tracking import DisabledRun, TrackedRun
-from pipelines.training.augment import augment_batch
+from pipelines.training.augment import AugmentingCollate
 from pipelines.training.checkpoints import Restored, epoch_dir_name, read_epoch_checkpoint, write_epoch_checkpoint
 from pipelines.training.config import TrainConfig
 from pipelines.training.optimization import build_optimizer, build_scheduler
 
-TRAIN, VAL = "train", "val"
+TRAIN, VAL = "train", "val"  # the names of the Ray datasets the loop reads
 SCORE_METRIC = "val/mean_iu"  # Ray Train keeps the best checkpoints by this
 PREFETCH_BATCHES = 2
+SHUFFLE_BUFFER_BATCHES = 4  # rows held for the local shuffle, in batches
 
 
 @dataclass
@@ -57,12 +61,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, math.ceil(config.cpus_per_worker)))
 
     restored = _restore_latest()
-    if restored is None:
-        model = load_checkpoint(io.BytesIO(ray.get(settings.initial_model))).model
-        normalization = load_checkpoint(io.BytesIO(ray.get(settings.initial_model))).normalization
-        start_epoch = 0
-    else:
-        model, normalization, start_epoch = restored.loaded.model, restored.loaded.normalization, restored.epoch + 1
+    loaded = restored.loaded if restored else load_checkpoint(io.BytesIO(ray.get(settings.initial_model)))
+    model, normalization = loaded.model, loaded.normalization
+    start_epoch = restored.epoch + 1 if restored else 0
     replica = ray.train.torch.prepare_model(model)  # on the device; DDP-wrapped when world_size > 1
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer)
@@ -75,16 +76,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         settings.run.log_metrics({"resumed_at_epoch": start_epoch}, step=start_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
-            # Dropout masks: seeded per (run, epoch, rank), so a resumed epoch replays the same ones.
-            torch.manual_seed(hash((config.seed, epoch, rank)) % 2**63)
+            # Dropout masks and shuffling: seeded per (run, epoch, rank), so a resumed epoch replays them.
+            epoch_seed = int(np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0])
+            torch.manual_seed(epoch_seed)
             metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            metrics["train/loss"] = _train_one_epoch(
-                replica, optimizer, ray.train.get_dataset_shard(TRAIN), config, epoch, normalization, device
+            batches = ray.train.get_dataset_shard(TRAIN).iter_torch_batches(
+                batch_size=config.batch_size, collate_fn=AugmentingCollate(config, epoch),
+                local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * config.batch_size, local_shuffle_seed=epoch_seed,
+                prefetch_batches=PREFETCH_BATCHES, pin_memory=device.type == "cuda",
             )
+            metrics["train/loss"] = train_one_epoch(replica, optimizer, batches, normalization, device,
+                                                  amp=config.amp)
             scheduler.step()
             confusion = None
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-                confusion = evaluate(model, ray.train.get_dataset_shard(VAL), normalization,
+                confusion = evaluate(model, validation_pairs(ray.train.get_dataset_shard(VAL)), normalization,
                                      len(settings.class_names), device)
                 metrics.update({f"val/{key}": value for key, value in confusion.summary(settings.class_names).items()})
             _report(epoch, metrics, confusion, model, optimizer, scheduler, settings, rank)
@@ -102,16 +108,19 @@ def _restore_latest() -> Restored | None:
         return read_epoch_checkpoint(directory)
 
 
-def _train_one_epoch(
+def train_one_epoch(
     replica: nn.Module,
     optimizer: torch.optim.Optimizer,
-    shard: ray.data.DataIterator,
-    config: TrainConfig,
-    epoch: int,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     normalization: Normalization,
     device: torch.device,
+    *,
+    amp: bool = False,
 ) -> float:
-    """One pass over this worker's shard; returns the epoch's loss averaged over every valid pixel of every worker.
+    """One pass over this worker's batches (images uint8 (N, h, w, 3), masks int64 (N, h, w)).
+
+    Returns the epoch's loss averaged over every valid pixel of every worker. `amp`: bfloat16
+    autocast, on CUDA only.
 
     Each worker's loss is its sum over valid pixels divided by the valid pixels of the whole global
     batch (times the world size, which DDP's gradient averaging divides out again). So the step is
@@ -120,16 +129,10 @@ def _train_one_epoch(
     replica.train()
     world_size = dist.get_world_size() if dist.is_initialized() else 1
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels)
-    batches = shard.iter_torch_batches(
-        batch_size=config.batch_size,
-        collate_fn=lambda batch: augment_batch(batch, epoch=epoch, seed=config.seed, crop_size=config.crop_size,
-                                               scale_range=config.scale_range),
-        prefetch_batches=PREFETCH_BATCHES,
-    )
     for images, masks in batches:
         images = normalize_image(images.to(device, non_blocking=True), normalization)  # (N, 3, crop, crop)
         masks = masks.to(device, non_blocking=True)  # (N, crop, crop)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             logits = replica(images)  # (N, C, crop, crop)
         loss = segmentation_loss(logits.float(), masks, ignore_index=IGNORE_INDEX)
         valid = (masks != IGNORE_INDEX).sum().to(torch.float64)
@@ -137,7 +140,7 @@ def _train_one_epoch(
         if world_size > 1:
             dist.all_reduce(global_valid)
         optimizer.zero_grad(set_to_none=True)
-        (loss * (valid * world_size / global_valid.clamp(min=1))).backward()
+        (loss * (valid * world_size / global_valid.clamp(min=1)).to(loss.dtype)).backward()
         optimizer.step()
         totals += torch.stack([loss.detach().to(torch.float64) * valid, valid])
     if world_size > 1:
@@ -145,25 +148,29 @@ def _train_one_epoch(
     return float(totals[0] / totals[1].clamp(min=1))
 
 
+def validation_pairs(shard: ray.data.DataIterator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image uint8 (H, W, 3), mask uint8 (H, W)) for each validation image of this worker's share."""
+    for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES):
+        yield batch["image"][0], batch["mask"][0]
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    shard: ray.data.DataIterator,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     normalization: Normalization,
     num_classes: int,
     device: torch.device,
 ) -> ConfusionMatrix:
-    """Confusion matrix of `model` over the validation split at full resolution, summed over all workers.
+    """Confusion matrix of `model` over `pairs` at full resolution, summed over all workers.
 
-    Images come one at a time: they differ in size, and the paper scores whole images, not crops.
+    Images go one at a time: they differ in size, and the paper scores whole images, not crops.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
-    for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES):
-        image = torch.from_numpy(batch["image"][0]).to(device)  # (H, W, 3) uint8
-        mask = torch.from_numpy(batch["mask"][0]).to(device)  # (H, W) uint8
-        prediction = model(normalize_image(image, normalization)).argmax(dim=1)[0]  # (H, W)
-        confusion.update(prediction, mask)
+    for image, mask in pairs:
+        prediction = model(normalize_image(torch.from_numpy(image).to(device), normalization)).argmax(dim=1)[0]
+        confusion.update(prediction, torch.from_numpy(mask).to(device))  # (H, W) each
     confusion.all_reduce()
     model.train()
     return confusion

@@ -83,12 +83,12 @@ def test_scenes_hold_every_class_overlapping_objects_void_borders_and_thin_bars(
         class_pixels += np.bincount(mask[mask != 255], minlength=len(SYNTHETIC_CLASS_NAMES))
         void_pixels += int((mask == 255).sum())
         scenes_with_several_classes += len(set(np.unique(mask)) - {0, 255}) >= 2
-        # A bar pixel with non-bar pixels 2 px away on both sides, in some direction: a 1-3 px wide line.
+        # A bar pixel with non-bar pixels 4 px away on both sides, in some direction: a line under 8 px wide.
         bar = mask == SYNTHETIC_CLASS_NAMES.index("bar")
-        padded = np.pad(bar, 2)
-        for dy, dx in ((0, 2), (2, 0), (2, 2), (2, -2)):
-            before = padded[2 - dy : 2 - dy + 96, 2 - dx : 2 - dx + 128]
-            after = padded[2 + dy : 2 + dy + 96, 2 + dx : 2 + dx + 128]
+        padded = np.pad(bar, 4)
+        for dy, dx in ((0, 4), (4, 0), (3, 3), (3, -3)):
+            before = padded[4 - dy : 4 - dy + 96, 4 - dx : 4 - dx + 128]
+            after = padded[4 + dy : 4 + dy + 96, 4 + dx : 4 + dx + 128]
             thin_bar_pixels += int((bar & ~before & ~after).sum())
     assert (class_pixels > 0).all()
     assert class_pixels[0] > class_pixels[1:].max()  # background dominates, as in VOC

@@ -75,7 +75,8 @@ def test_redact_masks_environment_secrets_and_url_passwords(monkeypatch):
 
 @pytest.mark.parametrize("name, secret", [
     ("aws_secret_access_key", True), ("MLFLOW_TRACKING_PASSWORD", True), ("s3.api_key", True),
-    ("accessKey", True), ("auth_token", True), ("key_prefix", False), ("keys", False), ("lr", False)])
+    ("accessKey", True), ("auth_token", True), ("key_prefix", False), ("AWS_ACCESS_KEY_ID", False),
+    ("keys", False), ("lr", False)])
 def test_secret_names(name, secret):
     assert tracking.is_secret_name(name) is secret
 
@@ -266,18 +267,13 @@ def test_log_checkpoint_model_needs_an_active_run(tiny_checkpoint):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_checkpoint_on_s3_resolves_to_a_local_copy(s3_server, monkeypatch, tiny_checkpoint, tmp_path):
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
+def test_checkpoint_on_s3_resolves_to_a_local_copy(s3_server, tiny_checkpoint, tmp_path):
     s3_server.create_bucket("tracking-models")
-    import boto3
-
-    boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
-                 aws_secret_access_key=s3_server.secret_key).upload_file(
-        tiny_checkpoint, "tracking-models", "runs/7/best.pt")
+    s3_server.client().upload_file(tiny_checkpoint, "tracking-models", "runs/7/best.pt")
     resolved = tracking.resolve_model_reference("s3://tracking-models/runs/7/best.pt",
                                                 download_dir=str(tmp_path / "dl"))
-    assert resolved.checkpoint_path == str(tmp_path / "dl" / "best.pt")
-    assert _same_weights(resolved.checkpoint_path, tiny_checkpoint)
+    path = Path(resolved.checkpoint_path)
+    assert path.name == "best.pt" and path.parent.parent == tmp_path / "dl"
+    assert _same_weights(path, tiny_checkpoint)
     with pytest.raises(ModelReferenceError, match="no checkpoint file"):
         tracking.resolve_model_reference("s3://tracking-models/runs/7/missing.pt")

@@ -1,0 +1,65 @@
+"""Compare several models on one labelled set in one Ray job; optionally promote the best to champion.
+
+Locally (a local Ray; MLflow from MLFLOW_TRACKING_URI or ./mlruns.db):
+
+    python jobs/compare_models.py --models models:/fcn-synthetic/1 models:/fcn-synthetic@candidate \\
+        --data data/synthetic --promote
+
+On a Ray cluster, against S3 and a remote MLflow server:
+
+    ray job submit --address http://HEAD:8265 --working-dir . \\
+        --runtime-env-json '{"env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}}' -- \\
+        python jobs/compare_models.py --models models:/fcn8s@champion models:/fcn8s@candidate \\
+        --data s3://corpora/voc/ --promote --output s3://reports/fcn8s/2026-11-21
+
+Each model gets its own evaluation run (as jobs/evaluate.py makes); a ``compare_models`` run, their
+parent in the MLflow UI, holds comparison.md, comparison.csv, per_class_iu.png and
+mean_iu_vs_images_per_second.png. The Markdown table is printed. With --promote, all models must be
+versions of one registered model; models:/NAME@champion moves to the best by mean IU only if it
+beats the current champion on this same data (no champion yet: the best becomes champion).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.evaluate import add_evaluation_arguments, evaluation_config_from_args
+from pipelines.job_runner import connect_ray, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compare_models.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", required=True, nargs="+", metavar="REF",
+                        help="models to compare: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, "
+                             "or checkpoint paths/URIs")
+    parser.add_argument("--promote", action="store_true",
+                        help="move models:/NAME@champion to the best model by mean IU if it beats the current "
+                             "champion (registered models of one NAME only)")
+    add_evaluation_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.evaluation.compare import CompareConfig, compare_models
+
+    args = build_parser().parse_args(argv)
+
+    def job() -> None:
+        config = CompareConfig(models=tuple(args.models), evaluation=evaluation_config_from_args(args),
+                               promote=args.promote)
+        connect_ray()
+        result = compare_models(config)
+        print(result.markdown)
+        if result.decision is not None:
+            print(result.decision.message)
+        if result.run_id:
+            print(f"MLflow comparison run: {result.run_id} (experiment {config.evaluation.experiment})")
+        if result.written:
+            print(f"files:      {config.evaluation.output}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

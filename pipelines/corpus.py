@@ -1,0 +1,233 @@
+"""A corpus URI as a Ray dataset of (uri, key, size, etag, bytes), read on every node of the cluster.
+
+``ray.data.read_images`` on a huge prefix lists and resolves every path on the driver before it
+reads anything. Here the driver pays one or two listing requests, which double as validation (the
+bucket exists, the credentials work, the prefix holds images: each failure is one clear line before
+any Ray work), and the listing itself runs inside read tasks, page by page:
+
+    list_corpus:  driver: first page -> head rows, plan shards      (uri, key, size, etag)
+                  read tasks: one per listing shard, streamed in blocks of `rows_per_block`
+    attach_bytes: map_batches, SPREAD over nodes, `fetch_concurrency` parallel GETs per task
+                                                                    (+ bytes, error)
+
+The objects of the first page flow straight from the driver, so the first images are fetched
+while the rest of the prefix is still being listed. Callers that drop objects before paying for
+their GETs (e.g. images already done) filter between `list_corpus` and `attach_bytes`.
+
+Block sizes: Ray coalesces a read task's output up to ``target_max_block_size`` (128 MiB by
+default, half a million listed keys) before passing it on, which would hold back the listing and
+feed all its keys to a single fetch task. Corpus datasets therefore carry a context with 1 MiB
+blocks (a few thousand keys, or a few images), and listed rows are regrouped into blocks of
+``rows_per_block`` keys, each one fetch task. Stages added downstream inherit that block size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import pyarrow as pa
+import ray
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+
+from pipelines import storage
+from pipelines.listing import (MANIFEST_SCHEMA, WHOLE, CorpusFilter, ListingShard, ObjectInfo, is_manifest,
+                               iter_objects, iter_pages, open_manifest, plan_shards, read_manifest)
+from pipelines.storage import DEFAULT_RETRY, EmptyCorpusError, RetryPolicy, StorageUnavailableError
+
+DEFAULT_ROWS_PER_BLOCK = 64
+DEFAULT_FETCH_CONCURRENCY = 16
+BLOCK_TARGET_BYTES = 1024 * 1024
+# Pages the driver reads looking for a first image before leaving the search to the read tasks.
+VALIDATION_PAGES = 10
+# Listing and fetching mostly wait on the store; the different values also keep Ray from fusing
+# fetching into the listing task, which would pin every GET of a shard to the node listing it.
+LISTING_TASK_CPUS = 0.25
+FETCH_TASK_CPUS = 0.5
+
+
+def _to_block(objects: list[ObjectInfo]) -> pa.Table:
+    return pa.Table.from_pylist([dataclasses.asdict(info) for info in objects], schema=MANIFEST_SCHEMA)
+
+
+def _blocks(produce: Callable[[], Iterable[ObjectInfo]], rows_per_block: int) -> Iterator[pa.Table]:
+    """Run one read task: its objects in blocks of ``rows_per_block`` rows, at least one block."""
+    objects = iter(produce())
+    emitted = False
+    while chunk := list(itertools.islice(objects, rows_per_block)):
+        emitted = True
+        yield _to_block(chunk)
+    if not emitted:
+        yield MANIFEST_SCHEMA.empty_table()
+
+
+def _shard_objects(source: str, shard: ListingShard, flt: CorpusFilter, skip_keys: frozenset[str],
+                   limit: int | None, retry: RetryPolicy) -> Iterator[ObjectInfo]:
+    """The accepted objects of one listing shard, minus those the driver already emitted."""
+    listed = iter_objects(source, dataclasses.replace(flt, limit=None), shard=shard, retry=retry)
+    kept = (info for info in listed if info.key not in skip_keys)
+    return itertools.islice(kept, limit) if limit is not None else kept
+
+
+def _manifest_objects(source: str, row_groups: list[int], flt: CorpusFilter, limit: int | None,
+                      retry: RetryPolicy) -> Iterator[ObjectInfo]:
+    accepted = (info for info in read_manifest(source, row_groups=row_groups, retry=retry) if flt.accepts(info.key))
+    return itertools.islice(accepted, limit) if limit is not None else accepted
+
+
+class _ObjectListDatasource(Datasource):
+    """One read task per producer (a picklable function returning an iterator of `ObjectInfo`)."""
+
+    def __init__(self, producers: list[Callable[[], Iterable[ObjectInfo]]], rows_per_block: int):
+        super().__init__()
+        self._producers = producers
+        self._rows_per_block = rows_per_block
+
+    def get_name(self) -> str:
+        return "ListCorpus"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(partial(_blocks, produce, self._rows_per_block), metadata, schema=MANIFEST_SCHEMA,
+                         per_task_row_limit=per_task_row_limit)
+                for produce in self._producers]
+
+
+def _prefix_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
+                      retry: RetryPolicy) -> list[Callable[[], Iterable[ObjectInfo]]]:
+    """Validate a prefix on the driver and plan its listing: the head it found, then the shards.
+
+    Reads pages until the first accepted object (at most `VALIDATION_PAGES`). Those objects are
+    emitted by a task of their own, so they reach the fetch stage at once; the shards skip them.
+    """
+    head: list[ObjectInfo] = []
+    listed = 0
+    pages = iter_pages(source, WHOLE, retry=retry)
+    for page in itertools.islice(pages, VALIDATION_PAGES):
+        listed += len(page)
+        head += [info for info in page if flt.accepts(info.key)]
+        if head:
+            break
+    # Whether the pages read were all there is (costs a request only when there is more).
+    complete = next(pages, None) is None
+    if not head and complete:
+        detail = "check the prefix" if not listed else f"filters: {flt.describe()}; {listed} objects listed"
+        raise EmptyCorpusError(f"no images under {source} ({detail})")
+    head = head[:flt.limit] if flt.limit else head
+    producers: list[Callable[[], Iterable[ObjectInfo]]] = [partial(tuple, head)] if head else []
+    remaining = flt.limit - len(head) if flt.limit else None
+    if complete or remaining == 0:
+        return producers
+    # A limit means "the first N in listing order": one shard keeps that order.
+    shards = [WHOLE] if flt.limit else plan_shards(source, max_shards=max_list_tasks, retry=retry)
+    skip = frozenset(info.key for info in head)
+    return producers + [partial(_shard_objects, source, shard, flt, skip, remaining, retry) for shard in shards]
+
+
+def _manifest_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
+                        retry: RetryPolicy) -> list[Callable[[], Iterable[ObjectInfo]]]:
+    """Validate a manifest on the driver (readable, manifest columns, not empty); one task per row-group run."""
+    metadata = open_manifest(source, retry=retry).metadata
+    if metadata.num_rows == 0:
+        raise EmptyCorpusError(f"manifest {source} has no rows")
+    groups = list(range(metadata.num_row_groups))
+    tasks = 1 if flt.limit else min(max_list_tasks, len(groups))
+    bounds = [round(index * len(groups) / tasks) for index in range(tasks + 1)]
+    return [partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
+            for low, high in zip(bounds, bounds[1:])]
+
+
+def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
+                max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+    """The objects of ``source`` (a prefix or a manifest) that pass ``flt``: columns uri, key, size, etag.
+
+    Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
+    `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
+    Prefixes are listed by up to ``max_list_tasks`` tasks in parallel (one per group of top-level
+    folders), manifests read by row groups. Blocks hold ``rows_per_block`` rows.
+    """
+    if rows_per_block < 1 or max_list_tasks < 1:
+        raise ValueError(f"need rows_per_block >= 1 and max_list_tasks >= 1, got {rows_per_block}, {max_list_tasks}")
+    plan = _manifest_producers if is_manifest(source) else _prefix_producers
+    producers = plan(source, flt, max_list_tasks, retry)
+    dataset = ray.data.read_datasource(_ObjectListDatasource(producers, rows_per_block),
+                                       override_num_blocks=len(producers),
+                                       ray_remote_args={"num_cpus": LISTING_TASK_CPUS})
+    dataset.context.target_max_block_size = BLOCK_TARGET_BYTES
+    return dataset.repartition(target_num_rows_per_block=rows_per_block)
+
+
+# --- fetching ------------------------------------------------------------------------------------
+
+
+def fetch_objects(uris: list[str | None], *, concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+                  retry: RetryPolicy = DEFAULT_RETRY) -> tuple[list[bytes | None], list[str | None]]:
+    """GET ``uris`` with up to ``concurrency`` requests in flight: (contents, error reasons), in order.
+
+    A failed object gets ``None`` and a one-line reason; only an unreachable store
+    (`StorageUnavailableError`, after retries) raises, because then every other object fails too.
+    """
+    def fetch(uri: str | None) -> tuple[bytes | None, str | None]:
+        if uri is None:
+            return None, "no URI"
+        try:
+            return storage.read_bytes(uri, retry=retry), None
+        except StorageUnavailableError:
+            raise
+        except Exception as error:
+            reason = str(error).splitlines()[0] if str(error) else ""
+            return None, f"fetch failed: {type(error).__name__}: {reason}"[:300]
+
+    if not uris:
+        return [], []
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(uris))) as pool:
+        results = list(pool.map(fetch, uris))
+    return [data for data, _ in results], [error for _, error in results]
+
+
+def fetch_batch(batch: pa.Table, *, columns: dict[str, str], concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+                retry: RetryPolicy = DEFAULT_RETRY) -> pa.Table:
+    """Add, for each ``{uri column: bytes column}``, the fetched bytes, plus an ``error`` column.
+
+    ``error`` is None when every fetch of the row succeeded, else the first failure's reason
+    (prefixed with its URI column when there are several); an existing ``error`` is kept.
+    """
+    errors: list[str | None] = (batch.column("error").to_pylist() if "error" in batch.column_names
+                                else [None] * batch.num_rows)
+    for uri_column, bytes_column in columns.items():
+        data, failures = fetch_objects(batch.column(uri_column).to_pylist(), concurrency=concurrency, retry=retry)
+        batch = batch.append_column(bytes_column, pa.array(data, type=pa.large_binary()))
+        prefix = f"{uri_column}: " if len(columns) > 1 else ""
+        errors = [error or (prefix + failure if failure else None) for error, failure in zip(errors, failures)]
+    error_column = pa.array(errors, type=pa.string())
+    if "error" in batch.column_names:
+        return batch.set_column(batch.column_names.index("error"), "error", error_column)
+    return batch.append_column("error", error_column)
+
+
+def attach_bytes(dataset: ray.data.Dataset, *, columns: dict[str, str] | None = None,
+                 fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+    """``dataset`` plus the bytes behind its URI column(s) (default ``{"uri": "bytes"}``) and ``error``.
+
+    Fetch tasks take ``rows_per_block`` rows each and are spread over the cluster's nodes.
+    """
+    return dataset.map_batches(fetch_batch, batch_size=rows_per_block, batch_format="pyarrow",
+                               fn_kwargs={"columns": columns or {"uri": "bytes"}, "concurrency": fetch_concurrency,
+                                          "retry": retry},
+                               num_cpus=FETCH_TASK_CPUS, scheduling_strategy="SPREAD")
+
+
+def read_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *,
+                fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
+                max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+    """`list_corpus` then `attach_bytes`: columns uri, key, size, etag, bytes, error."""
+    listed = list_corpus(source, flt, rows_per_block=rows_per_block, max_list_tasks=max_list_tasks, retry=retry)
+    return attach_bytes(listed, fetch_concurrency=fetch_concurrency, rows_per_block=rows_per_block, retry=retry)

@@ -1,0 +1,167 @@
+"""One model on one labelled set at full resolution: the paper's four metrics and per-class IU.
+
+The Ray Data graph (one per evaluation, so every model is scored by the same reading code):
+
+    read_labelled    pairs listed on the driver, image and mask bytes fetched by tasks
+    decode_pairs     CPU tasks, fractional CPUs: image uint8 (H, W, 3), mask uint8 (H, W)
+    CountConfusion   actor pool, one model per actor: one confusion matrix (C, C) per batch
+    driver           adds the matrices up; `ConfusionMatrix` turns them into metrics
+
+Throughput: ``images_per_second`` = images / wall time of the model stage, from the moment the
+first batch reached an actor to the moment the last one finished (over the whole pool). Model
+loading is not counted; time an actor waits for decoded input is, so the figure is what the
+pipeline sustains, not the model's peak on one device.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata
+from fcn_core.masks import IGNORE_INDEX
+from fcn_core.metrics import ConfusionMatrix
+from pipelines import tracking
+from pipelines.evaluation.artifacts import publish_files
+from pipelines.evaluation.config import EvaluationConfig
+from pipelines.evaluation.plots import confusion_matrix_png
+from pipelines.evaluation.stages import CountConfusion, decode_pairs
+from pipelines.labelled import LabelledSource, read_labelled
+from pipelines.model_refs import ResolvedModel, resolve_model_reference
+from pipelines.segmentation.keys import column_suffixes
+from pipelines.segmentation.resources import ResourcePlan, plan_resources
+
+CONFUSION_PLOT = "confusion_matrix.png"
+CONFUSION_JSON = "confusion_matrix.json"
+PER_CLASS_IU_JSON = "per_class_iu.json"
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """What one evaluation measured; ``run_id`` is its MLflow run (None without tracking)."""
+
+    model: ResolvedModel
+    class_names: tuple[str, ...]
+    confusion: ConfusionMatrix
+    images: int
+    model_seconds: float  # wall time of the model stage
+    parameters: int
+    run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The reference as the user gave it, plus the version an alias pointed at."""
+        if self.model.version and "@" in self.model.reference:
+            return f"{self.model.reference} (v{self.model.version})"
+        return self.model.reference
+
+    @property
+    def mean_iu(self) -> float:
+        return self.confusion.mean_iu
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.model_seconds if self.model_seconds > 0 else float("nan")
+
+    @property
+    def per_class_iu(self) -> dict[str, float | None]:
+        """IU per class name; None where undefined (class absent from ground truth and predictions)."""
+        return {name: None if np.isnan(iu) else float(iu)
+                for name, iu in zip(self.class_names, self.confusion.per_class_iu)}
+
+    def metrics(self) -> dict[str, float]:
+        """The four metrics, ``iu_<class>`` (identifier-safe names), throughput, size and image count."""
+        summary = self.confusion.summary(column_suffixes(list(self.class_names)))
+        return {**summary, "images_per_second": self.images_per_second, "parameters": float(self.parameters),
+                "images": float(self.images)}
+
+
+def count_parameters(checkpoint_path: str) -> int:
+    """Number of parameters of the checkpoint's model (the size column of a comparison)."""
+    return sum(parameter.numel() for parameter in load_checkpoint(checkpoint_path).model.parameters())
+
+
+def _plan(config: EvaluationConfig) -> ResourcePlan:
+    resources = ray.cluster_resources()
+    return plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), num_actors=config.num_actors,
+                          cpus_per_actor=config.cpus_per_actor, gpus_per_actor=config.gpus_per_actor)
+
+
+def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
+                       plan: ResourcePlan) -> tuple[ConfusionMatrix, int, float]:
+    """Run the graph above: (summed confusion matrix, number of images, model-stage wall seconds)."""
+    num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
+    with open(checkpoint_path, "rb") as handle:
+        checkpoint_ref = ray.put(handle.read())
+    pairs = read_labelled(LabelledSource(config.data, layout=config.layout, split=config.split))
+    if config.limit is not None:
+        pairs = pairs.limit(config.limit)
+    decoded = pairs.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes, "max_pixels": config.max_pixels},
+                                batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
+    scored = decoded.map_batches(
+        CountConfusion,
+        fn_constructor_args=([checkpoint_ref],),
+        fn_constructor_kwargs={"use_gpu": plan.gpus_per_actor > 0, "threads": plan.threads_per_actor},
+        compute=(ray.data.ActorPoolStrategy(size=plan.num_actors) if config.num_actors
+                 else ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors)),
+        batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor)
+    confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    images, started, finished = 0, float("inf"), float("-inf")
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        confusion.merge(ConfusionMatrix.from_matrix(batch["confusion"].sum(axis=0), ignore_index=IGNORE_INDEX))
+        images += int(batch["images"].sum())
+        started, finished = min(started, float(batch["started"].min())), max(finished, float(batch["finished"].max()))
+    return confusion, images, max(finished - started, 0.0)
+
+
+def evaluation_files(evaluation: ModelEvaluation) -> dict[str, bytes]:
+    """The artifacts of an evaluation run: confusion-matrix plot, raw counts and per-class IU as JSON."""
+    names = list(evaluation.class_names)
+    counts = {"class_names": names, "rows": "ground truth", "columns": "prediction",
+              "matrix": evaluation.confusion.to_numpy().tolist()}
+    return {
+        CONFUSION_PLOT: confusion_matrix_png(evaluation.confusion.to_numpy(), names,
+                                             f"{evaluation.label}: mean IU {evaluation.mean_iu:.3f}"),
+        CONFUSION_JSON: json.dumps(counts, indent=1).encode(),
+        PER_CLASS_IU_JSON: json.dumps(evaluation.per_class_iu, indent=2).encode(),
+    }
+
+
+def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: str | None,
+                   log=print) -> ModelEvaluation:
+    """Score ``model`` on ``config``'s labelled set in its own MLflow run (metrics, plot, JSON).
+
+    output: a folder or URI to write the run's files to as well, or None. Needs a connected Ray.
+    """
+    settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
+    class_names = tuple(read_checkpoint_metadata(model.checkpoint_path).class_names)
+    plan = _plan(config)
+    params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
+              "model_run_id": model.run_id, **config.to_dict(), "actors": plan.num_actors,
+              "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}
+    with tracking.start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
+        confusion, images, seconds = score_labelled_set(model.checkpoint_path, config, plan)
+        evaluation = ModelEvaluation(model=model, class_names=class_names, confusion=confusion, images=images,
+                                     model_seconds=seconds, parameters=count_parameters(model.checkpoint_path),
+                                     run_id=run.run_id)
+        run.log_metrics(evaluation.metrics())
+        publish_files(evaluation_files(evaluation), run, output)
+    log(f"{evaluation.label}: mean IU {evaluation.mean_iu:.4f} on {images} images of {config.data} "
+        f"({config.split}), {evaluation.images_per_second:.1f} images/s")
+    return evaluation
+
+
+def evaluate_reference(reference: str, config: EvaluationConfig, *, log=print) -> ModelEvaluation:
+    """`evaluate_model` for a ``--model`` reference, its files also written to ``config.output``.
+
+    The tracking server is checked first, so a server that is down costs seconds, not a download.
+    """
+    if config.tracking:
+        tracking.check_tracking_server(tracking.resolve_tracking_uri())
+    with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:
+        model = resolve_model_reference(reference, download_dir=downloads)
+        return evaluate_model(model, config, output=config.output, log=log)

@@ -1,0 +1,376 @@
+"""URIs to filesystems, and the few byte-level operations every other module builds on.
+
+`resolve` is the only place a filesystem object is made. It understands local paths, ``file://``,
+``s3://`` (through s3fs; credentials from the standard AWS variables or profiles, the endpoint from
+``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for S3-compatible stores) and any other fsspec
+protocol. Every operation here runs through `run_io`, which retries transient failures (connection
+refused or reset, timeouts, 5xx, throttling) with exponential backoff and jitter, and turns the
+errors a user can act on into `StorageError` subclasses with one-line messages. Messages never
+contain credentials.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from pipelines.errors import UserError
+
+T = TypeVar("T")
+
+_CREDENTIALS_HINT = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+# Error codes an S3-compatible store answers with when a retry may well succeed.
+_RETRYABLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                              "RequestLimitExceeded", "InternalError", "ServiceUnavailable"})
+_ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                           "InvalidToken", "AllAccessDisabled", "InvalidClientTokenId"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
+                                 errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+class StorageError(UserError):
+    """A storage problem the user can act on; the message is one line and says what to do."""
+
+
+class AccessDeniedError(StorageError, PermissionError):
+    """Credentials are missing or wrong, or they do not grant access to the URI."""
+
+
+class BucketNotFoundError(StorageError, FileNotFoundError):
+    """The bucket named by the URI does not exist at the configured endpoint."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """No object or file at the URI."""
+
+
+class EmptyCorpusError(StorageError):
+    """A source holds no image that passes the filters."""
+
+
+class StorageUnavailableError(StorageError):
+    """The store could not be reached even after retrying with backoff."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard `run_io` tries before giving up on a transient failure.
+
+    The defaults ride out a store that is down for ~15 s (sleeps of about 0.5, 1, 2, 4, 8 s) and
+    then fail with `StorageUnavailableError`.
+    """
+
+    attempts: int = 6
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def __post_init__(self):
+        if self.attempts < 1 or self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
+            raise ValueError(f"need attempts >= 1 and 0 <= base_delay_s <= max_delay_s, got {self}")
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+# Filesystem instances per (protocol, options); s3fs instances hold a connection pool and an event loop.
+_filesystems: dict[tuple, fsspec.AbstractFileSystem] = {}
+_filesystems_lock = threading.Lock()
+
+
+def protocol_of(uri: str) -> str:
+    """``"s3"`` for ``s3://b/k``, ``"file"`` for local paths and ``file://`` URIs."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def resolve(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for ``uri`` and the path to hand it (``bucket/key`` for S3, absolute for local)."""
+    protocol = protocol_of(uri)
+    if protocol in ("file", "local"):
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return _cached(("file",), LocalFileSystem), os.path.abspath(os.path.expanduser(path))
+    if protocol in ("s3", "s3a"):
+        options = _s3_options()
+        filesystem = _cached(("s3", _fingerprint(options)), lambda: _make_s3(options))
+        return filesystem, filesystem._strip_protocol(uri)
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    return filesystem, path
+
+
+def _cached(key: tuple, make: Callable[[], fsspec.AbstractFileSystem]) -> fsspec.AbstractFileSystem:
+    with _filesystems_lock:
+        if key not in _filesystems:
+            _filesystems[key] = make()
+        return _filesystems[key]
+
+
+def _s3_options() -> dict[str, str | None]:
+    """What decides which S3 client to use, read from the environment on every call.
+
+    Reading it each time means a changed environment (another profile, endpoint or key) gets a new
+    client instead of a cached one still holding the old credentials.
+    """
+    env = os.environ
+    return {
+        "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        "profile": env.get("AWS_PROFILE") or None,
+        "access_key": env.get("AWS_ACCESS_KEY_ID") or None,
+        "secret_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+        "session_token": env.get("AWS_SESSION_TOKEN") or None,
+    }
+
+
+def _fingerprint(options: dict[str, str | None]) -> str:
+    """A cache key for the options that holds no secret in clear."""
+    return hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()
+
+
+def _make_s3(options: dict[str, str | None]) -> fsspec.AbstractFileSystem:
+    import s3fs
+
+    client_kwargs = {"region_name": options["region"]} if options["region"] else {}
+    session_kwargs = {"profile": options["profile"]} if options["profile"] and not options["access_key"] else {}
+    return s3fs.S3FileSystem(
+        endpoint_url=options["endpoint_url"],
+        client_kwargs=client_kwargs,
+        config_kwargs={
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            # botocore absorbs brief hiccups itself; `run_io` adds the longer backoff on top.
+            "retries": {"mode": "standard", "max_attempts": 3},
+            # Fetch stages run many GETs at once through one client; botocore's default pool is 10.
+            "max_pool_connections": 64,
+        },
+        # One GET per object: with more, s3fs first sends a HEAD to decide whether to split the read.
+        max_concurrency=1,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        **session_kwargs,
+    )
+
+
+def endpoint_of(uri: str) -> str:
+    """Where requests for ``uri`` go, for messages: the S3 endpoint URL, else the protocol."""
+    protocol = protocol_of(uri)
+    if protocol in ("s3", "s3a"):
+        return _s3_options()["endpoint_url"] or "the AWS S3 endpoint"
+    return "the local filesystem" if protocol in ("file", "local") else f"{protocol}://"
+
+
+def is_local(filesystem: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(filesystem, LocalFileSystem)
+
+
+def join(base_uri: str, *parts: str) -> str:
+    """``base_uri`` with ``parts`` appended, separated by single slashes."""
+    pieces = [base_uri.rstrip("/")] + [part.strip("/") for part in parts if part.strip("/")]
+    return "/".join(pieces)
+
+
+def bucket_of(uri: str) -> str | None:
+    """The bucket of an object-store URI (``s3://b/k`` -> ``b``), None for local paths."""
+    if protocol_of(uri) in ("file", "local") or "://" not in uri:
+        return None
+    return uri.split("://", 1)[1].split("/", 1)[0]
+
+
+# --- retries and error translation ---------------------------------------------------------------
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _client_error_code(error: BaseException) -> tuple[str | None, int | None]:
+    """The S3 error code and HTTP status behind ``error`` (s3fs wraps botocore's ClientError)."""
+    for cause in _causes(error):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return response["Error"].get("Code"), status
+    return None, None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when the request never got an answer: refused or reset connection, timeout."""
+    import aiohttp
+    import botocore.exceptions
+
+    no_answer = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                 aiohttp.ClientConnectionError, ConnectionError, TimeoutError)
+    return any(isinstance(cause, no_answer) or (isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS)
+               for cause in _causes(error))
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures a retry may cure: unreachable store, 5xx answers, throttling."""
+    if is_unreachable(error):
+        return True
+    code, status = _client_error_code(error)
+    return code in _RETRYABLE_CODES or (status is not None and status >= 500)
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int, base_delay: float, max_delay: float,
+                 endpoint: str = "the storage service") -> T:
+    """Call ``fn`` until it succeeds, retrying transient errors with exponential backoff and jitter.
+
+    Permanent errors (not found, access denied, bad input) propagate at once. When every attempt
+    failed because the store could not be reached, raises `StorageUnavailableError`; when it kept
+    answering with 5xx or throttling, re-raises its last error.
+    """
+    started = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if attempt == attempts:
+                if is_unreachable(error):
+                    raise StorageUnavailableError(
+                        f"could not reach {endpoint} after {attempts} attempts over "
+                        f"{time.monotonic() - started:.1f} s ({type(error).__name__}); check that the "
+                        "store is up and AWS_ENDPOINT_URL points at it") from error
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1))
+            time.sleep(delay * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def translate_error(error: BaseException, uri: str) -> BaseException:
+    """The `StorageError` a user should see for ``error`` raised while touching ``uri``, or ``error``."""
+    import botocore.exceptions
+
+    if isinstance(error, StorageError):
+        return error
+    code, status = _client_error_code(error)
+    if any(isinstance(cause, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError))
+           for cause in _causes(error)):
+        return AccessDeniedError(f"no usable AWS credentials for {uri}: {_CREDENTIALS_HINT}")
+    if code in _ACCESS_CODES or status == 403:
+        return AccessDeniedError(f"access denied to {uri} ({code or status}): {_CREDENTIALS_HINT}")
+    if code == "NoSuchBucket":
+        return BucketNotFoundError(f"bucket {bucket_of(uri)!r} does not exist at {endpoint_of(uri)} "
+                                   f"(from {uri}); check the bucket name and AWS_ENDPOINT_URL")
+    if code in _NOT_FOUND_CODES or isinstance(error, FileNotFoundError):
+        return ObjectNotFoundError(f"no object or file at {uri}")
+    if isinstance(error, PermissionError):
+        return AccessDeniedError(f"permission denied for {uri}: check the file's permissions")
+    return error
+
+
+def run_io(uri: str, fn: Callable[[], T], *, retry: RetryPolicy = DEFAULT_RETRY) -> T:
+    """Run one storage operation on ``uri``: retried when transient, errors made actionable."""
+    try:
+        return with_retries(fn, attempts=retry.attempts, base_delay=retry.base_delay_s,
+                            max_delay=retry.max_delay_s, endpoint=endpoint_of(uri))
+    except Exception as error:
+        translated = translate_error(error, uri)
+        if translated is error:
+            raise
+        raise translated from error
+
+
+# --- byte-level operations -----------------------------------------------------------------------
+
+
+def read_bytes(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> bytes:
+    """The whole content of the object or file at ``uri``."""
+    filesystem, path = resolve(uri)
+    return run_io(uri, lambda: filesystem.cat_file(path), retry=retry)
+
+
+def exists(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> bool:
+    filesystem, path = resolve(uri)
+    return run_io(uri, lambda: filesystem.exists(path), retry=retry)
+
+
+@contextlib.contextmanager
+def open_atomic(uri: str) -> Iterator[BinaryIO]:
+    """A binary file to write ``uri`` through; readers see all of it or nothing.
+
+    Local: a temporary file in the same folder, renamed over the target on success (``os.replace``
+    is atomic within a filesystem). Object stores: the upload completes only when the block exits
+    without error, and is abandoned otherwise. Not retried: the caller's stream cannot be replayed.
+    """
+    filesystem, path = resolve(uri)
+    if is_local(filesystem):
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                yield handle
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return
+    try:
+        handle = filesystem.open(path, "wb")
+    except Exception as error:
+        raise translate_error(error, uri) from error
+    try:
+        yield handle
+    except BaseException:
+        handle.discard()
+        raise
+    try:
+        handle.close()
+    except Exception as error:
+        raise translate_error(error, uri) from error
+
+
+def write_bytes_atomic(uri: str, data: bytes, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    """Write ``data`` to ``uri`` so that readers never see a partial file (see `open_atomic`)."""
+    filesystem, path = resolve(uri)
+    if is_local(filesystem):
+        def write() -> None:
+            with open_atomic(uri) as handle:
+                handle.write(data)
+    else:
+        def write() -> None:  # a single PUT is atomic by nature
+            filesystem.pipe_file(path, data)
+    run_io(uri, write, retry=retry)
+
+
+def upload_file(local_path: str, uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    """Copy the local file ``local_path`` to ``uri``, atomically as `write_bytes_atomic` does."""
+    filesystem, path = resolve(uri)
+    if is_local(filesystem):
+        def upload() -> None:
+            with open(local_path, "rb") as source, open_atomic(uri) as target:
+                shutil.copyfileobj(source, target)
+    else:
+        def upload() -> None:
+            filesystem.put_file(local_path, path)
+    run_io(uri, upload, retry=retry)
+
+
+def remove(uri: str, *, recursive: bool = False, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    """Delete the object, file or (with ``recursive``) folder at ``uri``; absent is fine."""
+    filesystem, path = resolve(uri)
+
+    def delete() -> None:
+        if filesystem.exists(path):
+            filesystem.rm(path, recursive=recursive)
+
+    run_io(uri, delete, retry=retry)
+

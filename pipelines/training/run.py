@@ -1,0 +1,164 @@
+"""One training run, end to end: data, MLflow run, Ray Train fit, report, model logging and registration.
+
+The driver opens the MLflow run (parameters = the resolved, redacted config) and hands its id to the
+workers, whose rank 0 logs per-epoch metrics into it. After `fit()` the driver logs the pictures and
+the best checkpoint as an ``mlflow.pytorch`` model, registered with alias ``candidate`` when asked.
+A resumed run (``--resume``) continues the MLflow run whose id its checkpoints carry.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import ray
+import torch
+
+from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from fcn_core.models import BackboneWeightsError, FCN, build_model, initialize_from, load_backbone_weights
+from pipelines import storage, tracking
+from pipelines.errors import ConfigError
+from pipelines.training.checkpoints import VALIDATION_FILE, list_epoch_checkpoints
+from pipelines.training.config import NO_WEIGHTS, TrainConfig
+from pipelines.training.data import TRAIN, VAL, class_names_of, read_split
+from pipelines.training.loop import LoopSettings
+from pipelines.training.reporting import class_iu_figure, confusion_matrix_figure, prediction_panel
+from pipelines.training.trainer import FitResult, build_trainer, cluster_has_gpus, fit
+
+CANDIDATE_ALIAS = "candidate"
+NUM_OVERLAYS = 4
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a finished run produced and where it is."""
+
+    run_uri: str  # STORAGE/NAME: every epoch's checkpoint lies under it
+    best_checkpoint: str  # a checkpoint.pt URI, usable as segment_bucket.py --model
+    best_metrics: dict[str, Any]
+    mlflow_run_id: str | None
+    model_uri: str | None  # models:/NAME/VERSION (registered) or runs:/ID/model
+    alias_uri: str | None  # models:/NAME@candidate when --register-as was given
+
+
+def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainingOutcome:
+    """Train `config` on the Ray cluster this process is connected to."""
+    if config.register_as and not config.tracking:
+        raise ConfigError("--register-as registers the model in MLflow; it cannot be combined with --no-tracking")
+    run_uri = storage.join(config.storage_path, config.name)
+    previous_run_id = _check_resume(config, run_uri)
+    class_names = class_names_of(config)
+    train, val = read_split(config, TRAIN, len(class_names)), read_split(config, VAL, len(class_names))
+    use_gpu = cluster_has_gpus() if config.use_gpu is None else config.use_gpu
+    settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
+
+    with _open_run(settings, config, previous_run_id) as run:
+        resolved = {"training": config.to_dict(), "class_names": class_names, "use_gpu": use_gpu,
+                    "mlflow_run_id": run.run_id, "experiment": config.experiment, "ray_version": ray.__version__,
+                    "torch_version": torch.__version__}
+        run.log_dict(resolved, "config/resolved_config.json")
+        model = initial_model(config, class_names, log=log)
+        loop_settings = LoopSettings(config=config, class_names=class_names,
+                                     initial_model=ray.put(_checkpoint_bytes(model, class_names, resolved)),
+                                     resolved_config=resolved, run=run)
+        log(f"training {config.variant} on {config.num_workers} {'GPU' if use_gpu else 'CPU'} worker(s); "
+            f"checkpoints under {run_uri}")
+        result = fit(build_trainer(loop_settings, use_gpu=use_gpu, train=train, val=val), run_uri)
+        log(f"best checkpoint {result.best_checkpoint}: "
+            f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
+        model_uri = alias_uri = None
+        if run.enabled:
+            _log_report(run, result, class_names, val)
+            logged = tracking.log_checkpoint_model(
+                result.best_checkpoint, registered_model_name=config.register_as,
+                alias=CANDIDATE_ALIAS if config.register_as else None)
+            model_uri = logged.model_uri
+            if config.register_as:
+                alias_uri = f"models:/{config.register_as}@{CANDIDATE_ALIAS}"
+    return TrainingOutcome(run_uri=run_uri, best_checkpoint=result.best_checkpoint,
+                           best_metrics=result.best_metrics, mlflow_run_id=run.run_id, model_uri=model_uri,
+                           alias_uri=alias_uri)
+
+
+def _check_resume(config: TrainConfig, run_uri: str) -> str | None:
+    """Refuse to mix runs up; for --resume, the MLflow run id stored in the latest checkpoint."""
+    checkpoints = list_epoch_checkpoints(run_uri)
+    if checkpoints and not config.resume:
+        raise ConfigError(f"a run named {config.name!r} already has checkpoints in {run_uri}; "
+                          "pass --resume to continue it, or choose another --name")
+    if not config.resume:
+        return None
+    if not checkpoints:
+        raise ConfigError(f"nothing to resume: no checkpoints in {run_uri}; check --name and --storage-path")
+    latest = checkpoints[max(checkpoints)]
+    return read_checkpoint_metadata(io.BytesIO(storage.read_bytes(latest))).config.get("mlflow_run_id")
+
+
+@contextlib.contextmanager
+def _open_run(settings: tracking.TrackingSettings, config: TrainConfig,
+              run_id: str | None) -> Iterator[tracking.TrackedRun | tracking.DisabledRun]:
+    """A new MLflow run, or (resuming) the run the checkpoints were logged to, as the active run."""
+    if run_id is None or not settings.enabled:
+        tags = {"job": "train_fcn", "variant": config.variant, "data": config.data}
+        with tracking.start_run(settings, config.name, params=config, tags=tags) as run:
+            yield run
+        return
+    tracking.check_tracking_server(settings.tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        yield tracking.TrackedRun(settings.tracking_uri, run_id)
+
+
+def initial_model(config: TrainConfig, class_names: list[str], *, log: Callable[[str], None] = print) -> FCN:
+    """The weights every worker starts from: random (seeded), ImageNet backbone, and/or a previous stage."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.variant, len(class_names), **config.model_options())
+    if config.backbone_weights != NO_WEIGHTS:
+        try:
+            loaded = load_backbone_weights(model, config.backbone_weights)
+        except BackboneWeightsError as error:
+            raise ConfigError(f"--backbone-weights {config.backbone_weights}: {error}") from None
+        log(f"loaded {len(loaded)} backbone tensors from {config.backbone_weights}")
+    if config.init_from:
+        source = load_checkpoint(tracking.resolve_model_reference(config.init_from).checkpoint_path)
+        if list(source.class_names) != class_names:
+            raise ConfigError(f"--init-from {config.init_from} predicts {source.class_names}, "
+                              f"but the corpus has {class_names}")
+        copied = initialize_from(model, source.model)
+        if not copied:
+            raise ConfigError(f"--init-from {config.init_from}: no layer matches {config.variant} "
+                              f"{config.model_options()}; use a checkpoint of the same backbone and width")
+        log(f"initialised {len(copied)} tensors from {config.init_from} ({source.spec.name})")
+    return model
+
+
+def _checkpoint_bytes(model: FCN, class_names: list[str], resolved: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    save_checkpoint(buffer, model, class_names=class_names, step=0, config=resolved)
+    return buffer.getvalue()
+
+
+def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[str], val) -> None:
+    """Confusion matrix, per-class IU and prediction overlays of the best checkpoint, as run artifacts."""
+    validation_uri = storage.join(result.best_checkpoint.rsplit("/", 1)[0], VALIDATION_FILE)
+    with tempfile.TemporaryDirectory(prefix="fcn-report-") as directory:
+        if storage.exists(validation_uri):
+            record = json.loads(storage.read_bytes(validation_uri))
+            confusion = record["confusion_matrix"]
+            per_class_iu = [record["metrics"].get(f"val/iu_{name}", float("nan")) for name in class_names]
+            for name, figure in (("confusion_matrix.png", confusion_matrix_figure(confusion, class_names)),
+                                 ("class_iu.png", class_iu_figure(per_class_iu, class_names))):
+                figure.savefig(os.path.join(directory, name), dpi=100)
+                run.log_artifact(os.path.join(directory, name), "plots")
+            run.log_dict(record, "plots/validation.json")
+        best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
+                                                                download_dir=directory).checkpoint_path)
+        for index, row in enumerate(val.take(NUM_OVERLAYS)):
+            panel = prediction_panel(best.model, best.normalization, row["image"], row["mask"])
+            run.log_image(panel, f"predictions/val_{index}.png")

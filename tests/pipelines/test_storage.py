@@ -1,0 +1,199 @@
+"""pipelines.storage: URI resolution, atomic writes, retries, and errors against a real S3 server."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+from fsspec.implementations.local import LocalFileSystem
+
+from pipelines import storage
+from pipelines.storage import (AccessDeniedError, BucketNotFoundError, ObjectNotFoundError, RetryPolicy,
+                               StorageUnavailableError)
+from tests.fixtures.s3_server import start_seaweedfs
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.1)
+
+
+# --- resolution and paths ------------------------------------------------------------------------
+
+
+def test_local_paths_and_file_uris_resolve_to_absolute_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    filesystem, path = storage.resolve("images/a.jpg")
+    assert isinstance(filesystem, LocalFileSystem) and path == str(tmp_path / "images" / "a.jpg")
+    assert storage.resolve(f"file://{tmp_path}/b c.png")[1] == f"{tmp_path}/b c.png"
+
+
+def test_s3_uses_the_endpoint_from_the_environment_and_caches_per_setting(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    first, path = storage.resolve("s3://bucket/some/key.jpg")
+    assert path == "bucket/some/key.jpg" and first.endpoint_url == "http://127.0.0.1:1"
+    assert storage.resolve("s3://other/x")[0] is first
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:2")  # the S3-specific variable wins
+    second = storage.resolve("s3://bucket/key")[0]
+    assert second is not first and second.endpoint_url == "http://127.0.0.1:2"
+
+
+def test_other_fsspec_protocols_resolve_through_fsspec():
+    filesystem, path = storage.resolve("memory://corpus/a.jpg")
+    assert "memory" in filesystem.protocol and path == "/corpus/a.jpg"
+
+
+def test_join_puts_single_slashes_between_parts():
+    assert storage.join("s3://b/out/", "/masks/", "a b/x.png") == "s3://b/out/masks/a b/x.png"
+    assert storage.join("/data", "stats", "part-0.parquet") == "/data/stats/part-0.parquet"
+
+
+# --- local byte operations -----------------------------------------------------------------------
+
+
+def test_write_bytes_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "deep" / "out.json"
+    storage.write_bytes_atomic(str(target), b"first")
+    storage.write_bytes_atomic(str(target), b"second")
+    assert target.read_bytes() == b"second"
+    assert os.listdir(target.parent) == ["out.json"]
+
+
+def test_open_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "manifest.parquet"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with storage.open_atomic(str(target)) as handle:
+            handle.write(b"partial")
+            raise RuntimeError("writer crashed")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["manifest.parquet"]
+
+
+def test_local_read_exists_remove_and_upload(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    copy = str(tmp_path / "copies" / "c.bin")
+    storage.upload_file(str(source), copy)
+    assert storage.exists(copy) and storage.read_bytes(copy) == b"payload"
+    storage.remove(copy)
+    storage.remove(copy)  # absent is fine
+    assert not storage.exists(copy)
+    with pytest.raises(ObjectNotFoundError, match="no object or file at"):
+        storage.read_bytes(copy)
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+class Flaky:
+    """Raises the given errors in turn, then returns "ok"; counts its calls."""
+
+    def __init__(self, *errors: Exception):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def test_transient_errors_are_retried_with_growing_delays():
+    flaky = Flaky(ConnectionRefusedError(111, "refused"), TimeoutError("slow"))
+    started = time.monotonic()
+    assert storage.with_retries(flaky, attempts=3, base_delay=0.1, max_delay=1.0) == "ok"
+    # Jittered sleeps of [0.05, 0.1] then [0.1, 0.2] seconds.
+    assert flaky.calls == 3 and 0.15 <= time.monotonic() - started < 1.0
+
+
+def test_permanent_errors_are_not_retried():
+    flaky = Flaky(FileNotFoundError("gone"))
+    with pytest.raises(FileNotFoundError):
+        storage.with_retries(flaky, attempts=5, base_delay=0.01, max_delay=0.01)
+    assert flaky.calls == 1
+
+
+def test_an_unreachable_store_after_all_attempts_is_one_clear_error():
+    flaky = Flaky(*[ConnectionResetError(104, "reset")] * 3)
+    with pytest.raises(StorageUnavailableError) as caught:
+        storage.with_retries(flaky, attempts=3, base_delay=0.01, max_delay=0.01, endpoint="http://s3.example")
+    message = str(caught.value)
+    assert message.startswith("could not reach http://s3.example after 3 attempts over ") and "\n" not in message
+
+
+# --- against the real S3 server ------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(s3_server):
+    return s3_server.create_bucket(f"storage-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.integration
+def test_s3_round_trip_of_bytes_uploads_and_removal(bucket, tmp_path):
+    uri = f"s3://{bucket}/dir/ünïcode name.bin"
+    storage.write_bytes_atomic(uri, b"\x00payload")
+    assert storage.exists(uri) and storage.read_bytes(uri) == b"\x00payload"
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(300_000))
+    storage.upload_file(str(local), f"s3://{bucket}/up/big.bin")
+    assert storage.read_bytes(f"s3://{bucket}/up/big.bin") == local.read_bytes()
+    with storage.open_atomic(f"s3://{bucket}/streamed.txt") as handle:
+        handle.write(b"streamed")
+    assert storage.read_bytes(f"s3://{bucket}/streamed.txt") == b"streamed"
+    storage.remove(f"s3://{bucket}/up", recursive=True)
+    assert not storage.exists(f"s3://{bucket}/up/big.bin")
+
+
+@pytest.mark.integration
+def test_s3_missing_object_and_missing_bucket(bucket):
+    with pytest.raises(ObjectNotFoundError, match=f"no object or file at s3://{bucket}/nothing-here"):
+        storage.read_bytes(f"s3://{bucket}/nothing-here")
+    with pytest.raises(BucketNotFoundError) as caught:
+        storage.read_bytes("s3://no-such-bucket-here/key")
+    assert "'no-such-bucket-here' does not exist" in str(caught.value)
+
+
+@pytest.mark.integration
+def test_wrong_credentials_are_one_line_that_never_shows_the_secret(s3_server, bucket, monkeypatch):
+    storage.write_bytes_atomic(f"s3://{bucket}/k", b"x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-0123456789")
+    with pytest.raises(AccessDeniedError) as caught:
+        storage.read_bytes(f"s3://{bucket}/k", retry=FAST_RETRY)
+    message = str(caught.value)
+    assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE" in message and "\n" not in message
+    assert "wrong-secret" not in message and s3_server.secret_key not in message
+
+
+@pytest.mark.integration
+def test_unreachable_endpoint_fails_after_retries_with_the_endpoint_named(monkeypatch):
+    from infra.local.services import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    with pytest.raises(StorageUnavailableError, match=f"could not reach {endpoint} after 3 attempts"):
+        storage.read_bytes("s3://bucket/key", retry=FAST_RETRY)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_reads_ride_out_a_restart_of_the_store(s3_server, tmp_path, monkeypatch):
+    """The store goes away for a few seconds and comes back: retries with backoff carry the read."""
+    server = start_seaweedfs(tmp_path / "restarting")
+    servers = [server]
+    restart = threading.Timer(2.0, lambda: servers.append(server.restart()))
+    try:
+        server.create_bucket("restarts")
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        storage.write_bytes_atomic("s3://restarts/k", b"before")
+        server.stop(timeout_s=0.5)
+        started = time.monotonic()
+        restart.start()
+        patient = RetryPolicy(attempts=10, base_delay_s=0.5, max_delay_s=4.0)
+        assert storage.read_bytes("s3://restarts/k", retry=patient) == b"before"
+        assert time.monotonic() - started > 2.0, "the read cannot have succeeded while the store was down"
+    finally:
+        restart.join()
+        servers[-1].stop(timeout_s=0.5)

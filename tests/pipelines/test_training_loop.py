@@ -1,0 +1,85 @@
+"""The per-worker training step and evaluation, without Ray: one process, and two over gloo."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from fcn_core.masks import IGNORE_INDEX
+from fcn_core.models import build_model
+from pipelines.training.loop import evaluate, train_one_epoch
+
+CPU = torch.device("cpu")
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model("fcn16s", 3, width_multiplier=1 / 16, alignment="compact", dropout=0.0)
+
+
+def _global_batch():
+    """Four 32x32 crops whose masks are void to very different extents, as padded crops are."""
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+    masks = torch.from_numpy(rng.integers(0, 3, (4, 32, 32))).long()
+    masks[0, :, 4:] = IGNORE_INDEX  # 1/8 of the pixels valid
+    masks[1, :20] = IGNORE_INDEX
+    return images, masks
+
+
+def _sgd_step(replica, normalization, batches):
+    optimizer = torch.optim.SGD(replica.parameters(), lr=0.5)
+    return train_one_epoch(replica, optimizer, batches, normalization, CPU)
+
+
+def _ddp_worker(rank, world_size, directory):
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    model = _model()
+    images, masks = _global_batch()
+    share = slice(2 * rank, 2 * rank + 2)
+    loss = _sgd_step(DistributedDataParallel(model), model.normalization, [(images[share], masks[share])])
+    if rank == 0:
+        torch.save({"state": model.state_dict(), "loss": loss}, os.path.join(directory, "ddp.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_workers_take_the_step_of_one_process_on_the_global_batch(tmp_path):
+    images, masks = _global_batch()
+    single = _model()
+    single_loss = _sgd_step(single, single.normalization, [(images, masks)])
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+
+    assert ddp["loss"] == pytest.approx(single_loss, rel=1e-5)
+    for key, value in single.state_dict().items():
+        torch.testing.assert_close(ddp["state"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    assert not torch.equal(single.state_dict()["score_fr.weight"], _model().state_dict()["score_fr.weight"])
+
+
+def test_loss_is_the_mean_over_valid_pixels_of_the_epoch():
+    model = _model()
+    images, masks = _global_batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    halves = [(images[:2], masks[:2]), (images[2:], masks[2:])]
+    per_batch = []
+    for batch in halves:
+        per_batch.append(train_one_epoch(model, optimizer, [batch], model.normalization, CPU))
+    valid = [int((m != IGNORE_INDEX).sum()) for _, m in halves]
+    whole = train_one_epoch(model, optimizer, halves, model.normalization, CPU)
+    assert whole == pytest.approx(np.average(per_batch, weights=valid), rel=1e-6)
+
+
+def test_evaluate_scores_whole_images_of_any_size():
+    model = _model()
+    rng = np.random.default_rng(3)
+    pairs = [(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w), dtype=np.uint8))
+             for h, w in ((17, 40), (64, 23))]
+    confusion = evaluate(model, pairs, model.normalization, 3, CPU)
+    assert int(confusion.matrix.sum()) == 17 * 40 + 64 * 23
+    assert model.training  # handed back ready to train
