@@ -46,11 +46,20 @@ def one_line(error: BaseException) -> str:
 
 
 def connect_ray() -> None:
-    """Join the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``), or start a local Ray."""
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), else start a private local Ray.
+
+    Plain ``ray.init()`` would attach to whatever cluster ``ray start`` last left on this machine;
+    a job run by hand should not silently land on it (export ``RAY_ADDRESS=auto`` to mean that).
+    """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:  # a private instance, reachable from this machine only
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
 
 
 def run_cli(job: Callable[[], None]) -> int:

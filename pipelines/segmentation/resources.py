@@ -1,9 +1,10 @@
 """How a segmentation run divides the cluster between CPU stages and the inference actor pool.
 
-CPU stages (fetch, decode, PNG encode) are light next to an FCN forward pass, so they reserve a
-quarter CPU each and the actors get the rest. On GPU clusters every actor holds one GPU and one
-CPU; on CPU-only clusters an actor holds up to four CPUs (its torch threads), which keeps a node
-busy with a few large actors rather than many small ones fighting over memory bandwidth.
+Two different things are sized here. *Logical* CPUs decide what Ray may schedule side by side: every
+node keeps ``CPU_STAGE_RESERVE`` for listing, fetching, decoding and PNG writing (light work that
+mostly waits on storage), and the actors share the rest. *Threads* decide how hard an actor computes:
+the CPU stages rarely use their reservation, so an actor's torch threads are its share of the node's
+cores, not of its logical CPUs. On GPU clusters every actor holds one GPU and one CPU.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 from pipelines.errors import ConfigError
 
-CPU_STAGE_CPUS = 0.25
+CPU_STAGE_RESERVE = 1.5  # per node: listing 0.25 + fetch 0.5 + decode 0.25 + write 0.25, plus slack
+MIN_CPUS_PER_ACTOR = 0.5
 MAX_CPUS_PER_CPU_ACTOR = 4.0
 
 
@@ -22,31 +24,30 @@ class ResourcePlan:
     cpus_per_actor: float
     gpus_per_actor: float
     threads_per_actor: int
-    cpus_per_task: float = CPU_STAGE_CPUS
+    cpus_per_task: float = 0.25
 
 
-def plan_resources(cluster_cpus: float, cluster_gpus: float, *, num_actors: int | None = None,
-                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None) -> ResourcePlan:
-    """Fill in whatever the user left unset from the cluster's totals."""
+def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float | None = None,
+                   num_actors: int | None = None, cpus_per_actor: float | None = None,
+                   gpus_per_actor: float | None = None) -> ResourcePlan:
+    """Fill in whatever the user left unset from the cluster's totals and its largest node."""
+    node_cpus = node_cpus or cluster_cpus
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster_gpus >= 1 else 0.0
+    if gpus_per_actor > 0 and cluster_gpus < gpus_per_actor:
+        raise ConfigError(f"--gpus-per-actor {gpus_per_actor:g} asks for GPUs, but the cluster has {cluster_gpus:g}")
     if cpus_per_actor is None:
-        if gpus_per_actor > 0:
-            cpus_per_actor = 1.0
-        else:  # leave room for at least two CPU-stage tasks
-            cpus_per_actor = max(0.5, min(MAX_CPUS_PER_CPU_ACTOR, cluster_cpus - 2 * CPU_STAGE_CPUS))
+        cpus_per_actor = 1.0 if gpus_per_actor > 0 else min(
+            MAX_CPUS_PER_CPU_ACTOR, max(MIN_CPUS_PER_ACTOR, node_cpus - CPU_STAGE_RESERVE))
+    if cpus_per_actor <= 0:
+        raise ConfigError("--cpus-per-actor must be positive")
     if num_actors is None:
-        if gpus_per_actor > 0:
-            num_actors = max(1, int(cluster_gpus // gpus_per_actor))
-        else:
-            num_actors = max(1, int((cluster_cpus - 2 * CPU_STAGE_CPUS) // cpus_per_actor))
+        num_actors = (int(cluster_gpus // gpus_per_actor) if gpus_per_actor > 0
+                      else int(max(cluster_cpus - CPU_STAGE_RESERVE, cpus_per_actor) // cpus_per_actor))
     if num_actors < 1:
         raise ConfigError("--num-actors must be at least 1")
-    if gpus_per_actor > 0 and cluster_gpus < gpus_per_actor:
-        raise ConfigError(f"--gpus-per-actor {gpus_per_actor} asks for GPUs, but the cluster has {cluster_gpus:g}")
-    return ResourcePlan(
-        num_actors=num_actors,
-        cpus_per_actor=cpus_per_actor,
-        gpus_per_actor=gpus_per_actor,
-        threads_per_actor=max(1, math.ceil(cpus_per_actor)),
-    )
+    actors_per_node = max(1, min(num_actors, int(max(node_cpus - CPU_STAGE_RESERVE, cpus_per_actor)
+                                                 // cpus_per_actor)))
+    threads = math.ceil(cpus_per_actor) if gpus_per_actor > 0 else math.ceil(node_cpus / actors_per_node)
+    return ResourcePlan(num_actors=num_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                        threads_per_actor=max(1, threads))

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
-from fcn_core.masks import labelmap_text
+from fcn_core.synthetic import labelmap_text
 from pipelines import storage, tracking
 from pipelines.model_refs import resolve_model_reference
 from pipelines.errors import ConfigError, UserError
@@ -156,8 +156,10 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
     model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
     checkpoint_ref = ray.put(checkpoint)
     resources = ray.cluster_resources()
-    plan = plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), num_actors=config.num_actors,
-                          cpus_per_actor=config.cpus_per_actor, gpus_per_actor=config.gpus_per_actor)
+    node_cpus = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+    plan = plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), node_cpus=node_cpus,
+                          num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                          gpus_per_actor=config.gpus_per_actor)
     stats_root = storage.join(config.output, STATS_DIR)
     stats_uri = storage.join(stats_root, config.stats_partition) if config.stats_partition else stats_root
     summary_uri = storage.join(config.output, SUMMARY_NAME)

@@ -6,7 +6,9 @@ shape (see ``SegmentImages``).
 """
 from __future__ import annotations
 
+import datetime
 import io
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +23,7 @@ from fcn_core.transforms import resize_image
 from pipelines import storage
 from pipelines.decode import try_decode_image
 from pipelines.segmentation.keys import mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table, write_stats_part
+from pipelines.segmentation.stats import Provenance, build_stats_table, is_error, write_stats_part
 
 _PLACEHOLDER_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
 
@@ -42,7 +44,7 @@ def prepare_images(batch: dict[str, np.ndarray], *, max_side: int | None, max_pi
     images, heights, widths, errors = [], [], [], []
     fetch_errors = batch.get("error", [None] * len(batch["uri"]))
     for data, fetch_error in zip(batch["bytes"], fetch_errors):
-        image, error = (None, fetch_error) if fetch_error else try_decode_image(data, max_pixels=max_pixels)
+        image, error = (None, fetch_error) if is_error(fetch_error) else try_decode_image(data, max_pixels=max_pixels)
         if image is None:
             images.append(_PLACEHOLDER_IMAGE)
             heights.append(0)
@@ -80,8 +82,8 @@ class SegmentImages:
         data = ray.get(checkpoint[0]) if isinstance(checkpoint[0], ray.ObjectRef) else checkpoint[0]
         loaded = load_checkpoint(io.BytesIO(data))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(max(1, threads))
+        if self.device.type == "cpu":  # logical CPUs may outnumber the machine's cores (as in tests)
+            torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
         self.model = loaded.model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -97,7 +99,7 @@ class SegmentImages:
         confidence_sum = np.zeros((count, self.num_classes), dtype=np.float64)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, (image, error) in enumerate(zip(batch["image"], batch["error"])):
-            if error is None:
+            if not is_error(error):
                 groups[image.shape].append(index)
         for indices in groups.values():
             for index, logits in zip(indices, self._forward([batch["image"][i] for i in indices])):
@@ -137,12 +139,12 @@ class WriteOutputs:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         mask_uris: list[str | None] = [
-            storage.join(self.masks_uri, mask_key_for(key)) if error is None else None
+            None if is_error(error) else storage.join(self.masks_uri, mask_key_for(key))
             for key, error in zip(batch["key"], batch["error"])
         ]
         jobs = [(uri, mask) for uri, mask in zip(mask_uris, batch["mask"]) if uri is not None]
         list(self.pool.map(lambda job: storage.write_bytes_atomic(job[0], encode_mask_png(job[1])), jobs))
         table = build_stats_table(batch, mask_uris, self.class_names, self.provenance,
-                                  np.datetime64("now", "ms"))
+                                  datetime.datetime.now(datetime.timezone.utc))
         write_stats_part(self.stats_uri, table)
         return {"status": np.asarray(table.column("status").to_pylist(), dtype=object)}

@@ -7,6 +7,7 @@ of the same batch replaces its own file instead of adding a second copy of the r
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import sys
@@ -21,6 +22,11 @@ from pipelines.segmentation.keys import column_suffixes
 
 STATS_DIR = "stats"
 OK, ERROR = "ok", "error"
+
+
+def is_error(value) -> bool:
+    """Whether an ``error`` cell holds a reason. Nulls cross Ray Data's numpy batches as None or NaN."""
+    return isinstance(value, str) and bool(value)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def stats_schema(class_names: list[str]) -> pa.Schema:
 
 
 def build_stats_table(batch: dict[str, np.ndarray], mask_uris: list[str | None], class_names: list[str],
-                      provenance: Provenance, processed_at: np.datetime64) -> pa.Table:
+                      provenance: Provenance, processed_at: datetime.datetime) -> pa.Table:
     """Rows for one batch of segmented images.
 
     ``batch`` holds ``uri, key, etag, size, height, width, error`` (error None for good rows),
@@ -68,7 +74,7 @@ def build_stats_table(batch: dict[str, np.ndarray], mask_uris: list[str | None],
     leave every measurement null.
     """
     count = len(batch["uri"])
-    ok = np.array([error is None for error in batch["error"]], dtype=bool)
+    ok = np.array([not is_error(error) for error in batch["error"]], dtype=bool)
     pixels = np.asarray(batch["pixels"], dtype=np.int64).reshape(count, len(class_names))
     confidence_sum = np.asarray(batch["confidence_sum"], dtype=np.float64).reshape(count, len(class_names))
     area = np.maximum(pixels.sum(axis=1, keepdims=True), 1)
@@ -77,7 +83,7 @@ def build_stats_table(batch: dict[str, np.ndarray], mask_uris: list[str | None],
     columns = {
         "image_uri": list(batch["uri"]),
         "image_key": list(batch["key"]),
-        "etag": [None if e is None else str(e) for e in batch["etag"]],
+        "etag": [e if isinstance(e, str) else None for e in batch["etag"]],
         "size_bytes": [int(s) for s in batch["size"]],
         "mask_uri": mask_uris,
         "height": [int(h) if good else None for h, good in zip(batch["height"], ok)],
