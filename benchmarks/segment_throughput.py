@@ -1,0 +1,95 @@
+"""How close does segment_bucket.py come to the model's own speed on this machine?
+
+On the same images and model, in one run:
+  (a) the model's pure forward throughput on already-decoded, already-normalised tensors, in one
+      process with every core: the ceiling for this machine;
+  (b) a naive sequential script: decode -> forward -> argmax -> PNG -> write, one image at a time;
+  (c) the job itself (``run_segmentation``: listing, ledger, fetch, decode, actor-pool inference,
+      statistics, masks, summary), timed from its call to its return on an already running Ray.
+Prints images/s for each and the ratios c/a and c/b. Goal on CPU: c/a >= 0.85.
+
+    python -m benchmarks.segment_throughput                   # 384 images of 224x224, FCN-8s at width 1/4
+    python -m benchmarks.segment_throughput --images 96 --width 0.125   # a quicker look
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.common import corpus_and_checkpoint, segment, start_ray
+from fcn_core.checkpoint import load_checkpoint
+from fcn_core.masks import encode_mask_png
+from fcn_core.normalization import normalize_image
+
+
+def pure_forward(model, images: list[np.ndarray], normalization, batch_size: int) -> float:
+    """(a) images/s of forward passes on tensors prepared beforehand."""
+    batches = [normalize_image(np.stack(images[i:i + batch_size]), normalization)
+               for i in range(0, len(images), batch_size)]
+    with torch.inference_mode():
+        model(batches[0])  # warm-up
+        started = time.perf_counter()
+        for batch in batches:
+            model(batch).argmax(1)
+    return len(images) / (time.perf_counter() - started)
+
+
+def naive_sequential(model, paths: list[Path], normalization, output: Path) -> float:
+    """(b) images/s of the obvious script: one image at a time, start to finish."""
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            mask = model(normalize_image(image, normalization)).argmax(1)[0].to(torch.uint8).numpy()
+            (output / f"{path.stem}.png").write_bytes(encode_mask_png(mask))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--width", type=float, default=0.25, help="VGG width multiplier of the FCN-8s")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    import ray
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        images_dir, checkpoint = corpus_and_checkpoint(root, images=args.images, size=args.size, width=args.width)
+        paths = sorted(images_dir.glob("*.jpg"))
+        loaded = load_checkpoint(checkpoint)
+        model, normalization = loaded.model.eval(), loaded.normalization
+        images = [np.asarray(Image.open(io.BytesIO(p.read_bytes())).convert("RGB")) for p in paths]
+
+        forward = pure_forward(model, images, normalization, args.batch_size)
+        naive = naive_sequential(model, paths, normalization, root / "naive")
+        start_ray()
+        summary, seconds = segment(images_dir, checkpoint, root / "job", batch_size=args.batch_size)
+        assert summary["ok"] == summary["processed_this_run"] == args.images, summary
+        job = args.images / seconds
+        ray.shutdown()
+
+    print(f"{args.images} images of {args.size}x{args.size}, FCN-8s width {args.width:g}, "
+          f"batch {args.batch_size}, {threads} CPU threads")
+    print(f"(a) pure forward:        {forward:8.2f} images/s")
+    print(f"(b) naive sequential:    {naive:8.2f} images/s")
+    print(f"(c) segment_bucket job:  {job:8.2f} images/s")
+    print(f"c/a = {job / forward:.3f}   (goal >= 0.85)")
+    print(f"c/b = {job / naive:.3f}")
+
+
+if __name__ == "__main__":
+    main()
