@@ -97,12 +97,12 @@ class ConfusionMatrix:
 
     @property
     def matrix(self) -> torch.Tensor:
-        """The counts n_ij, int64 (C, C) on the CPU, rows = ground truth, columns = prediction."""
-        return self._matrix.cpu()
+        """A copy of the counts n_ij, int64 (C, C) on the CPU, rows = ground truth, columns = prediction."""
+        return self._matrix.to("cpu", copy=True)
 
     def to_numpy(self) -> np.ndarray:
         """The counts as a numpy int64 array (C, C), e.g. to log or save."""
-        return self.matrix.numpy().copy()
+        return self.matrix.numpy()
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n_ii, t_i, sum_j n_ji) as float64 arrays (C,)."""

@@ -14,7 +14,8 @@ On a Ray cluster, against S3 and a remote MLflow server:
 
 Each model gets its own evaluation run (as jobs/evaluate.py makes); a ``compare_models`` run, their
 parent in the MLflow UI, holds comparison.md, comparison.csv, per_class_iu.png and
-mean_iu_vs_images_per_second.png. The Markdown table is printed. With --promote, all models must be
+mean_iu_vs_images_per_second.png (--output writes them there too, each model's own files under
+evaluations/<reference>/). The Markdown table is printed. With --promote, all models must be
 versions of one registered model; models:/NAME@champion moves to the best by mean IU only if it
 beats the current champion on this same data (no champion yet: the best becomes champion).
 """

@@ -30,7 +30,7 @@ import dataclasses
 import sys
 
 from pipelines.errors import ConfigError
-from pipelines.job_runner import connect_ray, run_cli
+from pipelines.job_runner import run_cli
 from pipelines.training.config import (
     ALIGNMENTS, BACKBONES, LAYOUTS, LR_SCHEDULES, OPTIMIZERS, PAPER_RECIPE, VARIANTS, TrainConfig,
 )
@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from pipelines.training.run import run_training
 
-        config = config_from_args(args)
-        connect_ray()
-        outcome = run_training(config)
+        outcome = run_training(config_from_args(args))
         print(f"checkpoints: {outcome.run_uri}")
         print(f"best checkpoint: {outcome.best_checkpoint}")
         print("best metrics: " + ", ".join(f"{key.removeprefix('val/')}={value:.4f}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -43,10 +44,14 @@ DEFAULT_FETCH_CONCURRENCY = 16
 BLOCK_TARGET_BYTES = 1024 * 1024
 # Pages the driver reads looking for a first image before leaving the search to the read tasks.
 VALIDATION_PAGES = 10
-# Listing and fetching mostly wait on the store; the different values also keep Ray from fusing
-# fetching into the listing task, which would pin every GET of a shard to the node listing it.
-LISTING_TASK_CPUS = 0.25
-FETCH_TASK_CPUS = 0.5
+# Listing tasks wait on the store almost all the time: they hold no CPU slot, so they can never
+# starve the fetch tasks of one (which would hold back the first images until the listing is
+# done), and at most MAX_CONCURRENT_LIST_TASKS run at once. The different CPU requests also keep
+# Ray from fusing fetching into the listing task, which would pin every GET of a shard to the
+# node listing it.
+LISTING_TASK_CPUS = 0
+MAX_CONCURRENT_LIST_TASKS = 4
+FETCH_TASK_CPUS = 1
 
 
 def _to_block(objects: list[ObjectInfo]) -> pa.Table:
@@ -100,12 +105,19 @@ class _ObjectListDatasource(Datasource):
                 for produce in self._producers]
 
 
-def _prefix_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
-                      retry: RetryPolicy) -> list[Callable[[], Iterable[ObjectInfo]]]:
+@dataclass(frozen=True)
+class _ListingPlan:
+    """What the driver found while validating a source, and the read tasks that list the rest."""
+
+    head: tuple[ObjectInfo, ...]  # emitted from the driver, ahead of any read task
+    producers: tuple[Callable[[], Iterable[ObjectInfo]], ...]  # one read task each
+
+
+def _plan_prefix(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> _ListingPlan:
     """Validate a prefix on the driver and plan its listing: the head it found, then the shards.
 
-    Reads pages until the first accepted object (at most `VALIDATION_PAGES`). Those objects are
-    emitted by a task of their own, so they reach the fetch stage at once; the shards skip them.
+    Reads pages until the first accepted object (at most `VALIDATION_PAGES`). The accepted
+    objects of those pages become the head; the listing shards skip them.
     """
     head: list[ObjectInfo] = []
     listed = 0
@@ -121,18 +133,17 @@ def _prefix_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
         detail = "check the prefix" if not listed else f"filters: {flt.describe()}; {listed} objects listed"
         raise EmptyCorpusError(f"no images under {source} ({detail})")
     head = head[:flt.limit] if flt.limit else head
-    producers: list[Callable[[], Iterable[ObjectInfo]]] = [partial(tuple, head)] if head else []
     remaining = flt.limit - len(head) if flt.limit else None
     if complete or remaining == 0:
-        return producers
+        return _ListingPlan(tuple(head), ())
     # A limit means "the first N in listing order": one shard keeps that order.
     shards = [WHOLE] if flt.limit else plan_shards(source, max_shards=max_list_tasks, retry=retry)
     skip = frozenset(info.key for info in head)
-    return producers + [partial(_shard_objects, source, shard, flt, skip, remaining, retry) for shard in shards]
+    return _ListingPlan(tuple(head), tuple(partial(_shard_objects, source, shard, flt, skip, remaining, retry)
+                                           for shard in shards))
 
 
-def _manifest_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
-                        retry: RetryPolicy) -> list[Callable[[], Iterable[ObjectInfo]]]:
+def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> _ListingPlan:
     """Validate a manifest on the driver (readable, manifest columns, not empty); one task per row-group run."""
     metadata = open_manifest(source, retry=retry).metadata
     if metadata.num_rows == 0:
@@ -140,8 +151,8 @@ def _manifest_producers(source: str, flt: CorpusFilter, max_list_tasks: int,
     groups = list(range(metadata.num_row_groups))
     tasks = 1 if flt.limit else min(max_list_tasks, len(groups))
     bounds = [round(index * len(groups) / tasks) for index in range(tasks + 1)]
-    return [partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
-            for low, high in zip(bounds, bounds[1:])]
+    return _ListingPlan((), tuple(partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
+                                  for low, high in zip(bounds, bounds[1:])))
 
 
 def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
@@ -155,13 +166,22 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
     """
     if rows_per_block < 1 or max_list_tasks < 1:
         raise ValueError(f"need rows_per_block >= 1 and max_list_tasks >= 1, got {rows_per_block}, {max_list_tasks}")
-    plan = _manifest_producers if is_manifest(source) else _prefix_producers
-    producers = plan(source, flt, max_list_tasks, retry)
-    dataset = ray.data.read_datasource(_ObjectListDatasource(producers, rows_per_block),
-                                       override_num_blocks=len(producers),
-                                       ray_remote_args={"num_cpus": LISTING_TASK_CPUS})
+    plan = (_plan_manifest if is_manifest(source) else _plan_prefix)(source, flt, max_list_tasks, retry)
+    # The head goes straight from the driver's memory to the fetch stage, already cut into blocks
+    # (no task to wait for); the listing tasks' output is regrouped into blocks of `rows_per_block`.
+    parts = []
+    if plan.head:
+        head = list(plan.head)
+        parts.append(ray.data.from_arrow([_to_block(head[start:start + rows_per_block])
+                                          for start in range(0, len(head), rows_per_block)]))
+    if plan.producers:
+        listing = ray.data.read_datasource(_ObjectListDatasource(list(plan.producers), rows_per_block),
+                                           override_num_blocks=len(plan.producers), num_cpus=LISTING_TASK_CPUS,
+                                           concurrency=min(len(plan.producers), MAX_CONCURRENT_LIST_TASKS))
+        parts.append(listing.repartition(target_num_rows_per_block=rows_per_block))
+    dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     dataset.context.target_max_block_size = BLOCK_TARGET_BYTES
-    return dataset.repartition(target_num_rows_per_block=rows_per_block)
+    return dataset
 
 
 # --- fetching ------------------------------------------------------------------------------------
@@ -222,7 +242,7 @@ def attach_bytes(dataset: ray.data.Dataset, *, columns: dict[str, str] | None = 
     return dataset.map_batches(fetch_batch, batch_size=rows_per_block, batch_format="pyarrow",
                                fn_kwargs={"columns": columns or {"uri": "bytes"}, "concurrency": fetch_concurrency,
                                           "retry": retry},
-                               num_cpus=FETCH_TASK_CPUS, scheduling_strategy="SPREAD")
+                               num_cpus=FETCH_TASK_CPUS)
 
 
 def read_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *,

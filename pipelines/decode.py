@@ -53,7 +53,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageDecodeError(f"corrupt {image.format or 'image'} data ({_describe(error)})") from None
 
 
-def try_decode_image(data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+def try_decode_image(data: bytes | None, *,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     """``(image, None)`` on success, ``(None, reason)`` when the bytes cannot be decoded."""
     if data is None:
         return None, "no bytes"

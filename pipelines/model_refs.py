@@ -5,7 +5,9 @@ example, so MLflow's own tools can serve it) that carries our checkpoint as
 ``extra_files/checkpoint.pt``. The checkpoint holds architecture, classes and normalisation, so it
 alone rebuilds the model: every reference resolves to that one file, which
 ``fcn_core.checkpoint.load_checkpoint`` opens with ``torch.load(weights_only=True)``. Nothing in
-this project loads MLflow's model files, and nothing unpickles arbitrary objects.
+this project loads MLflow's model files, and nothing unpickles arbitrary objects. (The exported
+graph, for MLflow's own serving, is traced at 64x64 and keeps the shape guards of the alignment
+code: the tiny compact FCN-8s serves sides that are multiples of 32 from 64 up.)
 
 References a user may pass as ``--model``::
 
@@ -97,7 +99,7 @@ def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
                       "normalization": plain_config(loaded.normalization)})
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     if alias:
-        set_model_alias(registered_model_name, alias, version)
+        set_model_alias(registered_model_name, alias, version, tracking_uri=mlflow.get_tracking_uri())
     model_uri = (f"models:/{registered_model_name}/{version}" if version
                  else f"runs:/{active.info.run_id}/{artifact_path}")
     return LoggedModel(model_uri=model_uri, run_id=active.info.run_id, name=registered_model_name,
@@ -109,18 +111,16 @@ def resolve_model_reference(reference: str, *, download_dir: str | None = None,
     """Turn ``reference`` into a local checkpoint file, downloading only that file when needed.
 
     Downloads go to a new directory inside ``download_dir`` (default: the system's temporary
-    directory), so two references never overwrite each other; a local checkpoint is used in place. Raises ``ModelReferenceError`` naming the reference when nothing matches.
+    directory), so two references never overwrite each other; a local checkpoint is used in place.
+    Raises ``ModelReferenceError`` naming the reference when nothing matches.
     """
     uri = tracking_uri or resolve_tracking_uri()
-    if download_dir:
-        os.makedirs(download_dir, exist_ok=True)
-    target = tempfile.mkdtemp(prefix="fcn-model-", dir=download_dir)  # one per call: no clobbering
     if reference.startswith("models:/"):
-        return _resolve_registered(reference, target, uri)
+        return _resolve_registered(reference, download_dir, uri)
     if reference.startswith("runs:/"):
-        return _resolve_run(reference, target, uri)
-    return ResolvedModel(checkpoint_path=_fetch_checkpoint(reference, target, reference), reference=reference,
-                         name=None, version=None, run_id=None)
+        return _resolve_run(reference, download_dir, uri)
+    return ResolvedModel(checkpoint_path=_fetch_checkpoint(reference, download_dir, reference),
+                         reference=reference, name=None, version=None, run_id=None)
 
 
 def set_model_alias(name: str, alias: str, version: str, *, tracking_uri: str | None = None) -> None:
@@ -138,7 +138,7 @@ def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | Non
         raise
 
 
-def _resolve_registered(reference: str, target: str, tracking_uri: str) -> ResolvedModel:
+def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
     client = mlflow_client(tracking_uri)
     body = reference[len("models:/"):]
     name, at, alias = body.partition("@")
@@ -158,7 +158,7 @@ def _resolve_registered(reference: str, target: str, tracking_uri: str) -> Resol
             raise ModelReferenceError(f"{reference}: no registered model named '{name}'") from None
         raise ModelReferenceError(f"{reference}: registered model '{name}' has {what}") from None
     download_uri = client.get_model_version_download_uri(name, model_version.version)
-    path = _download(f"{download_uri}/{CHECKPOINT_IN_MODEL}", target, tracking_uri, reference)
+    path = _download(f"{download_uri}/{CHECKPOINT_IN_MODEL}", download_dir, tracking_uri, reference)
     return ResolvedModel(checkpoint_path=path, reference=reference, name=name,
                          version=str(model_version.version), run_id=model_version.run_id)
 
@@ -173,7 +173,7 @@ def _registered_model_exists(client: mlflow.MlflowClient, name: str) -> bool:
     return True
 
 
-def _resolve_run(reference: str, target: str, tracking_uri: str) -> ResolvedModel:
+def _resolve_run(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
     run_id, _, path = reference[len("runs:/"):].partition("/")
     path = path.strip("/")
     if not (run_id and path):
@@ -187,14 +187,22 @@ def _resolve_run(reference: str, target: str, tracking_uri: str) -> ResolvedMode
     listing = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
     is_model = any(posixpath.basename(entry.path) == "MLmodel" for entry in listing)
     artifact = f"{path}/{CHECKPOINT_IN_MODEL}" if is_model else path
-    local = _download(f"runs:/{run_id}/{artifact}", target, tracking_uri, reference)
+    local = _download(f"runs:/{run_id}/{artifact}", download_dir, tracking_uri, reference)
     return ResolvedModel(checkpoint_path=local, reference=reference, name=None, version=None, run_id=run_id)
 
 
-def _download(artifact_uri: str, target: str, tracking_uri: str, reference: str) -> str:
+def _new_download_dir(download_dir: str | None) -> str:
+    """A fresh directory inside ``download_dir`` (or the temporary directory): no clobbering."""
+    if download_dir:
+        os.makedirs(download_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix="fcn-model-", dir=download_dir)
+
+
+def _download(artifact_uri: str, download_dir: str | None, tracking_uri: str, reference: str) -> str:
     """Download one artifact file; a missing file or a directory is the reference's fault."""
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=target,
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri,
+                                                    dst_path=_new_download_dir(download_dir),
                                                     tracking_uri=tracking_uri)
     except (MlflowException, OSError):
         raise ModelReferenceError(
@@ -205,13 +213,13 @@ def _download(artifact_uri: str, target: str, tracking_uri: str, reference: str)
     return local
 
 
-def _fetch_checkpoint(uri: str, target: str, reference: str) -> str:
-    """A local path for the checkpoint file at ``uri``: itself if local, else a copy in ``target``."""
+def _fetch_checkpoint(uri: str, download_dir: str | None, reference: str) -> str:
+    """A local path for the checkpoint file at ``uri``: itself if local, else a downloaded copy."""
     filesystem, path = storage.resolve(uri)
     if not storage.run_io(uri, lambda: filesystem.isfile(path)):
         raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(uri)}")
     if storage.is_local(filesystem):
         return path
-    local = os.path.join(target, posixpath.basename(path))
+    local = os.path.join(_new_download_dir(download_dir), posixpath.basename(path))
     storage.run_io(uri, lambda: filesystem.get_file(path, local))
     return local

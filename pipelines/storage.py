@@ -69,8 +69,8 @@ class StorageUnavailableError(StorageError):
 class RetryPolicy:
     """How hard `run_io` tries before giving up on a transient failure.
 
-    The defaults ride out a store that is down for ~15 s (sleeps of about 0.5, 1, 2, 4, 8 s) and
-    then fail with `StorageUnavailableError`.
+    The defaults ride out a store that is down for about 10 s (jittered sleeps of up to 0.5, 1, 2,
+    4 and 8 s between six attempts) and then fail with `StorageUnavailableError`.
     """
 
     attempts: int = 6

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
 from pipelines.errors import UserError
@@ -101,20 +101,20 @@ def redact(text: str) -> str:
 
 
 def redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``mapping`` (nested mappings and lists included) that is safe to log."""
-    return {str(key): _redact_value(str(key), value) for key, value in mapping.items()}
+    """A copy of ``mapping`` that is safe to log: nested mappings and lists keep their shape, every
+    value under a secret-looking name (at any depth) becomes ``***``, strings lose environment secrets."""
+    return {str(key): _redact_value(str(key), value, under_secret=False) for key, value in mapping.items()}
 
 
-def _redact_value(name: str, value: Any) -> Any:
+def _redact_value(name: str, value: Any, *, under_secret: bool) -> Any:
+    secret = under_secret or is_secret_name(name)
     if isinstance(value, Mapping):
-        return redact_mapping(value)
-    if is_secret_name(name) and value not in (None, ""):
-        return MASK
-    if isinstance(value, str):
-        return redact(value)
+        return {str(key): _redact_value(str(key), item, under_secret=secret) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redact_value(name, item) for item in value]
-    return value
+        return [_redact_value(name, item, under_secret=secret) for item in value]
+    if secret and value not in (None, ""):
+        return MASK
+    return redact(value) if isinstance(value, str) else value
 
 
 def plain_config(value: Any) -> Any:
@@ -131,25 +131,25 @@ def plain_config(value: Any) -> Any:
 
 
 def flatten_params(config: Any) -> dict[str, str]:
-    """Redacted MLflow parameters from a (nested) config: ``{"train.lr": "0.001", ...}``.
+    """Redacted MLflow parameters from a config (dataclass or mapping): ``{"train.lr": "0.001", ...}``.
 
     Nested dataclasses and dicts become dotted names; values longer than MLflow's 6000-character
     limit are truncated (MLflow itself splits the upload into batches of 100).
     """
     flat: dict[str, str] = {}
 
-    def visit(prefix: str, value: Any) -> None:
+    def visit(name: str, value: Any) -> None:
         if isinstance(value, dict) and value:
             for key, item in value.items():
-                visit(f"{prefix}{key}.", item)
+                visit(f"{name}.{key}", item)
             return
         text = str(value)
         if len(text) > MAX_PARAM_VALUE_LENGTH:
             text = text[: MAX_PARAM_VALUE_LENGTH - len(_TRUNCATED)] + _TRUNCATED
-        flat[prefix[:-1]] = text
+        flat[name] = text
 
     for key, value in redact_mapping(plain_config(config)).items():
-        visit(f"{key}.", value)
+        visit(key, value)
     return flat
 
 
@@ -234,8 +234,8 @@ class TrackedRun:
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
         """Log ``dictionary`` (redacted) as a JSON or YAML artifact, chosen by the file extension."""
-        mlflow_client(self.tracking_uri).log_dict(self.run_id, redact_mapping(plain_config(dictionary)),
-                                            artifact_file)
+        safe = redact_mapping(plain_config(dictionary))
+        mlflow_client(self.tracking_uri).log_dict(self.run_id, safe, artifact_file)
 
     def log_image(self, image: Any, artifact_file: str) -> None:
         """Log a uint8 (H, W, 3) array or PIL image as a PNG artifact."""
@@ -245,8 +245,8 @@ class TrackedRun:
         mlflow_client(self.tracking_uri).log_artifact(self.run_id, local_path, artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in redact_mapping(tags).items():
-            mlflow_client(self.tracking_uri).set_tag(self.run_id, key, str(value))
+        mlflow_client(self.tracking_uri).log_batch(self.run_id, tags=[
+            RunTag(key, str(value)) for key, value in redact_mapping(tags).items()])
 
 
 class DisabledRun:
@@ -272,13 +272,14 @@ class DisabledRun:
 
 
 @contextlib.contextmanager
-def start_run(settings: TrackingSettings, run_name: str, params: Any,
-              tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun | DisabledRun]:
+def start_run(settings: TrackingSettings, run_name: str, params: Any, tags: Mapping[str, Any] | None = None,
+              *, run_id: str | None = None) -> Iterator[TrackedRun | DisabledRun]:
     """Open an MLflow run in ``settings.experiment`` with ``params`` (a config) logged, redacted.
 
-    Also the active MLflow run of this process while the block runs, so ``log_checkpoint_model``
-    logs into it. The run ends FAILED if the block raises. Disabled settings yield a
-    ``DisabledRun`` after saying once on stderr that nothing is recorded.
+    With ``run_id`` (resuming an interrupted job), continue that run instead: its parameters stay
+    as first logged. The run is this process's active MLflow run while the block runs, so
+    ``log_checkpoint_model`` logs into it, and it ends FAILED if the block raises. Disabled settings
+    yield a ``DisabledRun`` after saying once on stderr that nothing is recorded.
     """
     if not settings.enabled:
         print(f"{run_name}: tracking is off (--no-tracking); nothing of this run is recorded in MLflow",
@@ -289,8 +290,9 @@ def start_run(settings: TrackingSettings, run_name: str, params: Any,
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_experiment(settings.experiment)
     safe_tags = {key: str(value) for key, value in redact_mapping(tags or {}).items()}
-    with mlflow.start_run(run_name=run_name, tags=safe_tags) as active:
-        mlflow.log_params(flatten_params(params))
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=safe_tags) as active:
+        if run_id is None:
+            mlflow.log_params(flatten_params(params))
         yield TrackedRun(settings.tracking_uri, active.info.run_id)
 
 

@@ -10,13 +10,16 @@ the S3 server's start-up lives with its fixture (``tests/fixtures/s3_server.py``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +52,7 @@ class RayHead:
     token_path: Path
     pid: int
     log_path: Path
+    temp_dir: Path
 
     def client_env(self) -> dict[str, str]:
         """The variables a client exports to submit jobs to this head."""
@@ -92,7 +96,17 @@ def wait_for_http(url: str, *, process: subprocess.Popen, log_path: Path, timeou
 
 
 def session_members(session_id: int) -> list[int]:
-    """Live (non-zombie) processes of session ``session_id``, from ``/proc`` (Linux)."""
+    """Live (non-zombie) processes of session ``session_id``.
+
+    From ``/proc`` on Linux; elsewhere (macOS) the leader's process group stands in for the session,
+    as ``[session_id]`` while any of its processes lives.
+    """
+    if not os.path.isdir("/proc"):
+        try:
+            os.killpg(session_id, 0)
+        except ProcessLookupError:
+            return []
+        return [session_id]
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -117,10 +131,8 @@ def stop_session(session_id: int, *, timeout_s: float = 10.0) -> None:
     gets SIGTERM; at the end, SIGKILL.
     """
     deadline = time.monotonic() + timeout_s
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(session_id, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     if _wait_until_gone(session_id, time.monotonic() + timeout_s / 2):
         return
     _signal_session(session_id, signal.SIGTERM)
@@ -133,43 +145,27 @@ def stop_session(session_id: int, *, timeout_s: float = 10.0) -> None:
 def _wait_until_gone(session_id: int, deadline: float) -> bool:
     while True:
         _reap(session_id)
-        if not _session_alive(session_id):
+        if not session_members(session_id):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
 
 
-def _session_alive(session_id: int) -> bool:
-    if os.path.isdir("/proc"):
-        return bool(session_members(session_id))
-    try:  # no /proc (macOS): the leader's process group stands for the session
-        os.killpg(session_id, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _signal_session(session_id: int, signum: int) -> None:
-    targets = session_members(session_id) if os.path.isdir("/proc") else []
-    for pid in targets:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    if not targets:
-        try:
+    if not os.path.isdir("/proc"):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(session_id, signum)
-        except ProcessLookupError:
-            pass
+        return
+    for pid in session_members(session_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _reap(pid: int) -> None:
     """Collect the exit status of ``pid`` if it is our child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def start_mlflow_server(workdir: Path, *, artifacts_destination: str, env: Mapping[str, str],
@@ -203,9 +199,13 @@ def start_ray_head(workdir: Path, *, env: Mapping[str, str], num_cpus: int,
 
     The token lives beside the stack's other state (``RAY_AUTH_TOKEN_PATH``), not in
     ``~/.ray/auth_token``, so the local stack never changes the user's own Ray credentials.
-    Every port is chosen free, so the stack coexists with other Ray instances on the machine.
+    Every port is chosen free, and the head gets a Ray temp directory of its own: ``ray start``
+    records its address in ``<temp dir>/ray_current_cluster``, and in the shared ``/tmp/ray`` that
+    file would make every plain ``ray.init()`` on the machine join this cluster (or, once it is
+    stopped, fail to). The directory's path stays short, as Ray's unix sockets live under it.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    temp_dir = Path(tempfile.mkdtemp(prefix="fcn-ray-"))
     token_path = workdir / "ray_auth_token"
     token_path.write_text(secrets.token_hex(32))
     token_path.chmod(0o600)
@@ -217,14 +217,20 @@ def start_ray_head(workdir: Path, *, env: Mapping[str, str], num_cpus: int,
                "--dashboard-host", LOOPBACK, "--dashboard-port", str(dashboard_port),
                "--ray-client-server-port", str(free_port()),
                "--dashboard-agent-listen-port", str(free_port()),
-               "--num-cpus", str(num_cpus)]
+               "--temp-dir", str(temp_dir), "--num-cpus", str(num_cpus)]
     process = spawn(command, log_path=log_path, env=head_env)
     dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
     try:  # 401 is the answer we want: the dashboard is up, and refuses requests without the token
         wait_for_http(f"{dashboard_url}/api/version", process=process, log_path=log_path,
                       timeout_s=timeout_s, accept=(401,))
     except ServiceError:
-        stop_session(process.pid)
+        stop_ray_head(process.pid, temp_dir)
         raise
     return RayHead(address=f"{LOOPBACK}:{gcs_port}", dashboard_url=dashboard_url, token_path=token_path,
-                   pid=process.pid, log_path=log_path)
+                   pid=process.pid, log_path=log_path, temp_dir=temp_dir)
+
+
+def stop_ray_head(pid: int, temp_dir: Path) -> None:
+    """Stop the head's processes, then remove its temp directory (sockets, session logs)."""
+    stop_session(pid)
+    shutil.rmtree(temp_dir, ignore_errors=True)

@@ -26,7 +26,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from infra.local.services import ServiceError, session_members, start_mlflow_server, start_ray_head, stop_session
+from infra.local.services import (
+    ServiceError,
+    session_members,
+    start_mlflow_server,
+    start_ray_head,
+    stop_ray_head,
+    stop_session,
+)
 from tests.fixtures.s3_server import SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +86,7 @@ def start(directory: Path) -> dict:
     state = {"pids": {"s3": s3.pid, "mlflow": mlflow.pid, "ray": ray_head.pid},
              "env": {**job_env, **ray_head.client_env()},
              "s3": {**dataclasses.asdict(s3), "workdir": str(s3.workdir), "log_path": str(s3.log_path)},
+             "ray_temp_dir": str(ray_head.temp_dir),
              "logs": {"s3": str(s3.log_path), "mlflow": str(mlflow.log_path), "ray": str(ray_head.log_path)}}
     (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
     return state
@@ -90,7 +98,7 @@ def stop(directory: Path) -> None:
     if state is None:
         print(f"local stack not running (no {directory / STATE_FILE})", file=sys.stderr)
         return
-    stop_session(state["pids"]["ray"])
+    stop_ray_head(state["pids"]["ray"], Path(state["ray_temp_dir"]))
     stop_session(state["pids"]["mlflow"])
     # SeaweedServer.stop also removes the sockets SeaweedFS leaves in /tmp.
     SeaweedServer(**{**state["s3"], "workdir": Path(state["s3"]["workdir"]),

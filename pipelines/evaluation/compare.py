@@ -2,15 +2,17 @@
 
 Order of work, so that every mistake a user can make fails before any model is evaluated: the
 ``--promote`` rule (registry models of one name), the tracking server, every reference (resolved
-and downloaded), and the models' classes (per-class IU compares only like with like). Then each
-model is evaluated in turn by `evaluate_model`, the current champion too when promoting and it is
-not among the models, and the comparison run gets the tables, the plots and the promotion
-decision. The evaluation runs are tagged as its children, so the MLflow UI nests them under it.
+and downloaded; when promoting, the current champion's too if it is not among the models), and the
+models' classes (per-class IU compares only like with like). Then `evaluate_model` scores each
+model in turn, the extra champion last, and the comparison run gets the tables, the plots and the
+promotion decision. The evaluation runs are tagged as its children, so the MLflow UI nests them
+under it.
 """
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fcn_core.checkpoint import read_checkpoint_metadata
@@ -68,22 +70,7 @@ def _check_same_classes(models: list[ResolvedModel]) -> None:
                                           f"{expected}; compare models trained on the same classes")
 
 
-def _champion(name: str, evaluations: list[ModelEvaluation], run_evaluation, download_dir: str,
-              tracking_uri: str) -> ModelEvaluation | None:
-    """The current champion's evaluation: reused if it is among ``evaluations``, else run now."""
-    version = get_model_version_by_alias(name, CHAMPION_ALIAS, tracking_uri=tracking_uri)
-    if version is None:
-        return None
-    for evaluation in evaluations:
-        if evaluation.model.version == version:
-            return evaluation
-    champion = resolve_model_reference(f"models:/{name}@{CHAMPION_ALIAS}", download_dir=download_dir,
-                                       tracking_uri=tracking_uri)
-    _check_same_classes([evaluations[0].model, champion])
-    return run_evaluation(champion)
-
-
-def compare_models(config: CompareConfig, *, log=print) -> ComparisonResult:
+def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print) -> ComparisonResult:
     """Evaluate ``config.models`` (and the champion when promoting), compare, and maybe promote.
 
     Needs a connected Ray. Per-model files go to ``OUTPUT/evaluations/<reference as a name>/``.
@@ -93,38 +80,38 @@ def compare_models(config: CompareConfig, *, log=print) -> ComparisonResult:
     if settings.enabled:
         tracking.check_tracking_server(settings.tracking_uri)
     output = config.evaluation.output
-    references = [*config.models, *([f"models:/{name}@{CHAMPION_ALIAS}"] if name else [])]
-    folders = column_suffixes(references)
 
     with tempfile.TemporaryDirectory(prefix="fcn-compare-") as downloads:
-        models = [resolve_model_reference(reference, download_dir=downloads, tracking_uri=settings.tracking_uri)
-                  for reference in config.models]
+        def resolve(reference: str) -> ResolvedModel:
+            return resolve_model_reference(reference, download_dir=downloads, tracking_uri=settings.tracking_uri)
+
+        models = [resolve(reference) for reference in config.models]
+        champion_version = (get_model_version_by_alias(name, CHAMPION_ALIAS, tracking_uri=settings.tracking_uri)
+                            if name else None)
+        if champion_version is not None and champion_version not in {model.version for model in models}:
+            models.append(resolve(f"models:/{name}@{CHAMPION_ALIAS}"))
         _check_same_classes(models)
+        folders = column_suffixes([model.reference for model in models])
+        evaluations = [evaluate_model(model, config.evaluation, log=log,
+                                      output=storage.join(output, "evaluations", folder) if output else None)
+                       for model, folder in zip(models, folders)]
 
-        def run_evaluation(model: ResolvedModel, index: int = len(config.models)) -> ModelEvaluation:
-            folder = storage.join(output, "evaluations", folders[index]) if output else None
-            return evaluate_model(model, config.evaluation, output=folder, log=log)
-
-        evaluations = [run_evaluation(model, index) for index, model in enumerate(models)]
-        shown, decision = list(evaluations), None
-        if name is not None:
-            champion = _champion(name, evaluations, run_evaluation, downloads, settings.tracking_uri)
-            if champion is not None and not any(champion is evaluation for evaluation in evaluations):
-                shown.append(champion)
-            decision = decide_promotion(name, evaluations, champion)
-
-    files = comparison_files(shown)
+    decision = None
+    if name is not None:
+        champion = next((e for e in evaluations if e.model.version == champion_version), None)
+        decision = decide_promotion(name, evaluations[:len(config.models)], champion)
+    files = comparison_files(evaluations)
     params = {**config.to_dict(), "models": list(config.models)}
     with tracking.start_run(settings, run_name="compare_models", params=params) as run:
-        for evaluation in shown:
+        for evaluation in evaluations:
             if evaluation.run_id:
                 tracking.TrackedRun(settings.tracking_uri, evaluation.run_id).set_tags({PARENT_RUN_TAG: run.run_id})
-        scores = [evaluation.mean_iu for evaluation in evaluations if not math.isnan(evaluation.mean_iu)]
-        run.log_metrics({"best_mean_iu": max(scores, default=math.nan), "models": float(len(evaluations))})
+        scores = [e.mean_iu for e in evaluations[:len(config.models)] if not math.isnan(e.mean_iu)]
+        run.log_metrics({"best_mean_iu": max(scores, default=math.nan), "models": float(len(config.models))})
         if decision is not None:
             apply_promotion(decision, tracking_uri=settings.tracking_uri)
             run.log_dict(decision.to_dict(), PROMOTION_JSON)
             run.set_tags({"promoted": decision.promote, "champion_version": decision.champion_version})
         written = publish_files(files, run, output)
-    return ComparisonResult(evaluations=shown, markdown=files[COMPARISON_MARKDOWN].decode(), decision=decision,
+    return ComparisonResult(evaluations=evaluations, markdown=files[COMPARISON_MARKDOWN].decode(), decision=decision,
                             run_id=run.run_id, written=written)

@@ -9,6 +9,7 @@ A set of equal-sized images still runs in full batches.
 from __future__ import annotations
 
 import io
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -33,8 +34,8 @@ class DeviceModel:
     def __init__(self, checkpoint: bytes, *, use_gpu: bool, threads: int) -> None:
         loaded = load_checkpoint(io.BytesIO(checkpoint))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(max(1, threads))
+        if self.device.type == "cpu":  # logical CPUs may outnumber the machine's cores (as in tests)
+            torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
         self.model = loaded.model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)

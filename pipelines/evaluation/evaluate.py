@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,9 +86,12 @@ def count_parameters(checkpoint_path: str) -> int:
 
 
 def _plan(config: EvaluationConfig) -> ResourcePlan:
+    """The model stage's share of the connected cluster, as batch segmentation plans its inference stage."""
     resources = ray.cluster_resources()
-    return plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), num_actors=config.num_actors,
-                          cpus_per_actor=config.cpus_per_actor, gpus_per_actor=config.gpus_per_actor)
+    node_cpus = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+    return plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), node_cpus=node_cpus,
+                          num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                          gpus_per_actor=config.gpus_per_actor)
 
 
 def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
@@ -96,7 +100,12 @@ def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
     num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
     with open(checkpoint_path, "rb") as handle:
         checkpoint_ref = ray.put(handle.read())
-    pairs = read_labelled(LabelledSource(config.data, layout=config.layout, split=config.split))
+    # A block per batch: even a small set spreads over every actor of the pool.
+    pairs = read_labelled(LabelledSource(config.data, layout=config.layout, split=config.split),
+                          rows_per_block=config.batch_size)
+    # A bad pair raises LabelError in a task; unwrapped, it reaches the job's runner as itself (one clear
+    # line) instead of a UserCodeException that has lost it. Later stages inherit the setting.
+    pairs.context.raise_original_map_exception = True
     if config.limit is not None:
         pairs = pairs.limit(config.limit)
     decoded = pairs.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes, "max_pixels": config.max_pixels},
@@ -126,13 +135,13 @@ def evaluation_files(evaluation: ModelEvaluation) -> dict[str, bytes]:
     return {
         CONFUSION_PLOT: confusion_matrix_png(evaluation.confusion.to_numpy(), names,
                                              f"{evaluation.label}: mean IU {evaluation.mean_iu:.3f}"),
-        CONFUSION_JSON: json.dumps(counts, indent=1).encode(),
+        CONFUSION_JSON: json.dumps(counts).encode(),
         PER_CLASS_IU_JSON: json.dumps(evaluation.per_class_iu, indent=2).encode(),
     }
 
 
 def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: str | None,
-                   log=print) -> ModelEvaluation:
+                   log: Callable[[str], None] = print) -> ModelEvaluation:
     """Score ``model`` on ``config``'s labelled set in its own MLflow run (metrics, plot, JSON).
 
     output: a folder or URI to write the run's files to as well, or None. Needs a connected Ray.
@@ -155,7 +164,8 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     return evaluation
 
 
-def evaluate_reference(reference: str, config: EvaluationConfig, *, log=print) -> ModelEvaluation:
+def evaluate_reference(reference: str, config: EvaluationConfig, *,
+                       log: Callable[[str], None] = print) -> ModelEvaluation:
     """`evaluate_model` for a ``--model`` reference, its files also written to ``config.output``.
 
     The tracking server is checked first, so a server that is down costs seconds, not a download.

@@ -62,7 +62,7 @@ def per_class_iu_png(labels: Sequence[str], class_names: Sequence[str], iu: np.n
     for index, label in enumerate(labels):
         axes.bar(positions + (index - (models - 1) / 2) * width, iu[index], width, label=label)
     axes.set_xticks(positions, labels=class_names, rotation=45, ha="right")
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.05)
     axes.set_ylabel("IU")
     axes.set_title("per-class IU")
     axes.grid(axis="y", alpha=0.3)
@@ -72,16 +72,16 @@ def per_class_iu_png(labels: Sequence[str], class_names: Sequence[str], iu: np.n
 
 def mean_iu_vs_speed_png(labels: Sequence[str], mean_iu: Sequence[float], images_per_second: Sequence[float]) -> bytes:
     """Each model as a point: images/s (x) against mean IU (y); up and to the right is better."""
-    figure = Figure(figsize=(7.5, 4.5))
+    figure = Figure(figsize=(8.0, 4.5))
     axes = figure.add_subplot()
     for label, x, y in zip(labels, images_per_second, mean_iu):
-        axes.scatter([x], [y], s=40, label=label)
-        axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        axes.scatter([x], [y], s=50, label=label)
     axes.set_xlabel("images / s (model stage)")
     axes.set_ylabel("mean IU")
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.05)
     fastest = max((x for x in images_per_second if np.isfinite(x) and x > 0), default=1.0)
     axes.set_xlim(0.0, fastest * 1.25)
     axes.set_title("mean IU versus throughput")
     axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(figure)

@@ -16,6 +16,7 @@ from fcn_core.metrics import ConfusionMatrix
 from pipelines.evaluation.device_model import DeviceModel, group_by_shape
 from pipelines.labelled import LabelError, decode_labelled_pair
 from pipelines.segmentation.stages import object_array
+from pipelines.segmentation.stats import is_error
 
 
 def decode_pairs(batch: dict[str, np.ndarray], *, num_classes: int, max_pixels: int) -> dict[str, np.ndarray]:
@@ -29,7 +30,7 @@ def decode_pairs(batch: dict[str, np.ndarray], *, num_classes: int, max_pixels: 
     errors = batch.get("error", [None] * len(batch["image_uri"]))
     for image_uri, mask_uri, image_bytes, mask_bytes, error in zip(
             batch["image_uri"], batch["mask_uri"], batch["image_bytes"], batch["mask_bytes"], errors):
-        if error:
+        if is_error(error):
             raise LabelError(f"pair {image_uri} / {mask_uri}: {error}")
         image, mask = decode_labelled_pair(image_bytes, mask_bytes, num_classes=num_classes, image_uri=image_uri,
                                            mask_uri=mask_uri, max_pixels=max_pixels)

@@ -16,6 +16,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from fcn_core.transforms import random_scale_crop_flip
 from pipelines.training.config import TrainConfig
+from pipelines.training.data import raise_data_errors
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
@@ -56,5 +57,6 @@ class AugmentingCollate(NumpyBatchCollateFn):
         self._epoch = epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise_data_errors(batch)
         return augment_batch(batch, epoch=self._epoch, seed=self._config.seed, crop_size=self._config.crop_size,
                              scale_range=self._config.scale_range)

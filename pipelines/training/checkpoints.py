@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs
+import ray.train
 import torch
 from torch import nn
 
@@ -27,7 +28,6 @@ from pipelines import storage
 
 CHECKPOINT_FILE = "checkpoint.pt"
 VALIDATION_FILE = "validation.json"
-_EPOCH_DIR = re.compile(r"^epoch_(\d{4,})$")
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -85,14 +85,30 @@ def read_epoch_checkpoint(directory: str, map_location: str | torch.device = "cp
                     scheduler_state=state["scheduler"])
 
 
-def list_epoch_checkpoints(run_uri: str) -> dict[int, str]:
-    """{epoch: checkpoint.pt URI} of the checkpoints under a run directory (local path or URI)."""
-    filesystem, path = storage.resolve(run_uri)
-    if not filesystem.isdir(path):
-        return {}
-    found = {}
-    for entry in filesystem.ls(path, detail=False):
-        match = _EPOCH_DIR.match(os.path.basename(entry.rstrip("/")))
-        if match and filesystem.isfile(f"{entry.rstrip('/')}/{CHECKPOINT_FILE}"):
-            found[int(match.group(1))] = storage.join(run_uri, match.group(0), CHECKPOINT_FILE)
-    return found
+def ray_storage(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """Ray Train's view of a storage URI: a pyarrow filesystem and a path on it.
+
+    Ray Train writes through pyarrow; wrapping the fsspec filesystem of `pipelines.storage` keeps
+    endpoint and credential resolution in that one place.
+    """
+    filesystem, path = storage.resolve(uri)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem)), path
+
+
+def checkpoint_uri(run_uri: str, checkpoint: ray.train.Checkpoint) -> str:
+    """The URI of the checkpoint.pt inside a Ray Train checkpoint of the run at `run_uri`."""
+    return storage.join(run_uri, checkpoint.path.rstrip("/").rsplit("/", 1)[-1], CHECKPOINT_FILE)
+
+
+def latest_checkpoint(run_uri: str) -> str | None:
+    """The checkpoint.pt URI Ray Train would continue the run at `run_uri` from, or None.
+
+    Read from Ray's own record of the run, not from the directories: a checkpoint written in the
+    last moments before a crash may be on storage without Ray having registered it.
+    """
+    filesystem, path = ray_storage(run_uri)
+    try:
+        result = ray.train.Result.from_path(path, storage_filesystem=filesystem)
+    except RuntimeError:  # no run directory, or no checkpoint registered in it yet
+        return None
+    return None if result.checkpoint is None else checkpoint_uri(run_uri, result.checkpoint)

@@ -5,6 +5,11 @@ augmentation runs in each worker's prefetch threads (`augment.AugmentingCollate`
 The training split is divided into equal shares (DDP needs every worker to take the same number of
 steps, so up to `num_workers - 1` pairs sit out an epoch); the validation split is divided without
 dropping a single image, so the metrics cover all of it.
+
+A pair that cannot be used (mask size, label out of range, unreadable bytes) becomes a row with an
+`error` message, which the worker raises as `LabelError` when it reaches it: an exception raised
+inside a Ray Data task reaches the driver only as text, while one raised by the worker itself
+arrives intact, so the job can print the one line that names the file.
 """
 from __future__ import annotations
 
@@ -16,28 +21,39 @@ from ray.train import DataConfig
 
 from pipelines import storage
 from pipelines.errors import ConfigError
-from pipelines.labelled import LabelledSource, decode_labelled_pair, read_labelled
+from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, read_labelled
 from pipelines.training.config import TrainConfig
-from pipelines.training.loop import TRAIN, VAL
 
+TRAIN, VAL = "train", "val"  # the names of the Ray datasets the training loop reads
 DECODE_BATCH_ROWS = 16
 LABELMAP_NAME = "labelmap.txt"
+_NO_IMAGE, _NO_MASK = np.zeros((0, 0, 3), dtype=np.uint8), np.zeros((0, 0), dtype=np.uint8)
 
 
 def decode_pairs(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
-    """Decode a batch of labelled rows into `image` uint8 (H, W, 3) and `mask` uint8 (H, W) per pair.
-
-    `decode_labelled_pair` raises `LabelError` naming the file for a mask that does not match its
-    image or holds a label outside [0, num_classes) other than 255.
-    """
-    images, masks = [], []
-    for image_uri, mask_uri, image_bytes, mask_bytes in zip(batch["image_uri"], batch["mask_uri"],
-                                                            batch["image_bytes"], batch["mask_bytes"]):
-        image, mask = decode_labelled_pair(image_bytes, mask_bytes, num_classes=num_classes,
-                                           image_uri=image_uri, mask_uri=mask_uri)
+    """Decode labelled rows into `image` uint8 (H, W, 3), `mask` uint8 (H, W) and `error` (None or a message)."""
+    images, masks, errors = [], [], []
+    for image_uri, mask_uri, image_bytes, mask_bytes, fetch_error in zip(
+            batch["image_uri"], batch["mask_uri"], batch["image_bytes"], batch["mask_bytes"], batch["error"]):
+        try:
+            image, mask = decode_labelled_pair(image_bytes, mask_bytes, num_classes=num_classes,
+                                               image_uri=image_uri, mask_uri=mask_uri)
+        except LabelError as error:
+            image, mask = _NO_IMAGE, _NO_MASK
+            errors.append(f"{error} ({fetch_error})" if fetch_error else str(error))
+        else:
+            errors.append(None)
         images.append(image)
         masks.append(mask)
-    return {"image_uri": batch["image_uri"], "image": _ragged(images), "mask": _ragged(masks)}
+    return {"image_uri": batch["image_uri"], "image": _ragged(images), "mask": _ragged(masks),
+            "error": np.array(errors, dtype=object)}
+
+
+def raise_data_errors(batch: dict[str, np.ndarray]) -> None:
+    """Raise `LabelError` with the first error of a decoded batch, if it has one."""
+    for error in batch["error"]:
+        if isinstance(error, str) and error:  # good rows come back as None or nan, depending on the block format
+            raise LabelError(error)
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
@@ -70,16 +86,25 @@ def class_names_of(config: TrainConfig) -> list[str]:
 
 
 class SegmentationDataConfig(DataConfig):
-    """Equal shares of the training split, complete shares of the validation split."""
+    """Equal shares of the training split, complete shares of the validation split.
+
+    Ray Train V2 configures each dataset on its own, the first time the workers ask for it; both are
+    "split" datasets, so every worker takes part (a barrier), and only the validation one is split
+    without Ray's default `equal=True`, which would drop up to `num_workers - 1` images.
+    """
 
     def __init__(self) -> None:
-        super().__init__(datasets_to_split=[TRAIN])
+        super().__init__(datasets_to_split=[TRAIN, VAL])
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-        shards = super().configure({TRAIN: datasets[TRAIN]}, world_size, worker_handles, worker_node_ids, **kwargs)
-        val = datasets[VAL]
-        val.context.execution_options = self.default_ingest_options()
-        splits = val.streaming_split(world_size, equal=False, locality_hints=worker_node_ids)
-        for shard, split in zip(shards, splits):
-            shard[VAL] = split
+        shards = super().configure({name: ds for name, ds in datasets.items() if name != VAL}, world_size,
+                                   worker_handles, worker_node_ids, **kwargs)
+        if VAL in datasets:
+            if datasets[VAL].name is None:
+                datasets[VAL].set_name(VAL)
+            val = datasets[VAL].copy(datasets[VAL])
+            val.context.execution_options = self._resolve_execution_options(VAL)
+            splits = val.streaming_split(world_size, equal=False, locality_hints=worker_node_ids)
+            for shard, split in zip(shards, splits):
+                shard[VAL] = split
         return shards

@@ -32,9 +32,9 @@ from pipelines.tracking import DisabledRun, TrackedRun
 from pipelines.training.augment import AugmentingCollate
 from pipelines.training.checkpoints import Restored, epoch_dir_name, read_epoch_checkpoint, write_epoch_checkpoint
 from pipelines.training.config import TrainConfig
+from pipelines.training.data import TRAIN, VAL, raise_data_errors
 from pipelines.training.optimization import build_optimizer, build_scheduler
 
-TRAIN, VAL = "train", "val"  # the names of the Ray datasets the loop reads
 SCORE_METRIC = "val/mean_iu"  # Ray Train keeps the best checkpoints by this
 PREFETCH_BATCHES = 2
 SHUFFLE_BUFFER_BATCHES = 4  # rows held for the local shuffle, in batches
@@ -151,6 +151,7 @@ def train_one_epoch(
 def validation_pairs(shard: ray.data.DataIterator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image uint8 (H, W, 3), mask uint8 (H, W)) for each validation image of this worker's share."""
     for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES):
+        raise_data_errors(batch)
         yield batch["image"][0], batch["mask"][0]
 
 
@@ -169,8 +170,9 @@ def evaluate(
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
     for image, mask in pairs:
-        prediction = model(normalize_image(torch.from_numpy(image).to(device), normalization)).argmax(dim=1)[0]
-        confusion.update(prediction, torch.from_numpy(mask).to(device))  # (H, W) each
+        # torch.tensor copies: arrays from Ray's object store are read-only.
+        prediction = model(normalize_image(torch.tensor(image, device=device), normalization)).argmax(dim=1)[0]
+        confusion.update(prediction, torch.tensor(mask, device=device))  # (H, W) each
     confusion.all_reduce()
     model.train()
     return confusion

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+import numpy as np
 import ray
 import torch
 
@@ -24,7 +25,8 @@ from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_
 from fcn_core.models import BackboneWeightsError, FCN, build_model, initialize_from, load_backbone_weights
 from pipelines import storage, tracking
 from pipelines.errors import ConfigError
-from pipelines.training.checkpoints import VALIDATION_FILE, list_epoch_checkpoints
+from pipelines.job_runner import connect_ray
+from pipelines.training.checkpoints import VALIDATION_FILE, latest_checkpoint
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
 from pipelines.training.data import TRAIN, VAL, class_names_of, read_split
 from pipelines.training.loop import LoopSettings
@@ -48,12 +50,13 @@ class TrainingOutcome:
 
 
 def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainingOutcome:
-    """Train `config` on the Ray cluster this process is connected to."""
+    """Train `config` on the Ray cluster of RAY_ADDRESS (or this process's, or a new local one)."""
     if config.register_as and not config.tracking:
         raise ConfigError("--register-as registers the model in MLflow; it cannot be combined with --no-tracking")
     run_uri = storage.join(config.storage_path, config.name)
     previous_run_id = _check_resume(config, run_uri)
     class_names = class_names_of(config)
+    connect_ray()
     train, val = read_split(config, TRAIN, len(class_names)), read_split(config, VAL, len(class_names))
     use_gpu = cluster_has_gpus() if config.use_gpu is None else config.use_gpu
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
@@ -61,7 +64,7 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     with _open_run(settings, config, previous_run_id) as run:
         resolved = {"training": config.to_dict(), "class_names": class_names, "use_gpu": use_gpu,
                     "mlflow_run_id": run.run_id, "experiment": config.experiment, "ray_version": ray.__version__,
-                    "torch_version": torch.__version__}
+                    "torch_version": str(torch.__version__)}
         run.log_dict(resolved, "config/resolved_config.json")
         model = initial_model(config, class_names, log=log)
         loop_settings = LoopSettings(config=config, class_names=class_names,
@@ -88,15 +91,14 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
 
 def _check_resume(config: TrainConfig, run_uri: str) -> str | None:
     """Refuse to mix runs up; for --resume, the MLflow run id stored in the latest checkpoint."""
-    checkpoints = list_epoch_checkpoints(run_uri)
-    if checkpoints and not config.resume:
+    latest = latest_checkpoint(run_uri)
+    if latest and not config.resume:
         raise ConfigError(f"a run named {config.name!r} already has checkpoints in {run_uri}; "
                           "pass --resume to continue it, or choose another --name")
     if not config.resume:
         return None
-    if not checkpoints:
+    if not latest:
         raise ConfigError(f"nothing to resume: no checkpoints in {run_uri}; check --name and --storage-path")
-    latest = checkpoints[max(checkpoints)]
     return read_checkpoint_metadata(io.BytesIO(storage.read_bytes(latest))).config.get("mlflow_run_id")
 
 
@@ -160,5 +162,6 @@ def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[s
         best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
                                                                 download_dir=directory).checkpoint_path)
         for index, row in enumerate(val.take(NUM_OVERLAYS)):
-            panel = prediction_panel(best.model, best.normalization, row["image"], row["mask"])
+            # Copies: arrays from Ray's object store are read-only.
+            panel = prediction_panel(best.model, best.normalization, np.array(row["image"]), np.array(row["mask"]))
             run.log_image(panel, f"predictions/val_{index}.png")

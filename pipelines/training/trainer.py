@@ -10,18 +10,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs
 import ray
 import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from pipelines import storage
 from pipelines.job_runner import find_user_error
-from pipelines.training.checkpoints import CHECKPOINT_FILE
+from pipelines.training.checkpoints import checkpoint_uri, ray_storage
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import SegmentationDataConfig
-from pipelines.training.loop import SCORE_METRIC, TRAIN, VAL, LoopSettings, train_loop_per_worker
+from pipelines.training.data import TRAIN, VAL, SegmentationDataConfig
+from pipelines.training.loop import SCORE_METRIC, LoopSettings, train_loop_per_worker
 
 
 @dataclass(frozen=True)
@@ -44,13 +42,11 @@ def build_trainer(
     """A TorchTrainer for `settings.config`: DDP over gloo (CPU) or NCCL (GPU), checkpoints on the storage path."""
     config = settings.config
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    filesystem, path = storage.resolve(config.storage_path)
+    filesystem, path = ray_storage(config.storage_path)
     run_config = ray.train.RunConfig(
         name=config.name,
-        # Ray Train writes through pyarrow; wrapping the project's fsspec filesystem keeps endpoint and
-        # credential resolution in pipelines.storage.
         storage_path=path,
-        storage_filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem)),
+        storage_filesystem=filesystem,
         failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=config.keep_checkpoints,
@@ -84,12 +80,11 @@ def fit(trainer: TorchTrainer, run_uri: str) -> FitResult:
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint under {run_uri}")
 
-    def uri(checkpoint: ray.train.Checkpoint) -> str:
-        return storage.join(run_uri, checkpoint.path.rstrip("/").rsplit("/", 1)[-1], CHECKPOINT_FILE)
-
     scored = [(checkpoint, metrics) for checkpoint, metrics in result.best_checkpoints or []
               if not math.isnan(metrics.get(SCORE_METRIC, math.nan))]
-    best, best_metrics = max(scored, key=lambda item: item[1][SCORE_METRIC]) if scored else (
+    # Ties go to the later epoch: same score, more training.
+    best, best_metrics = max(scored, key=lambda item: (item[1][SCORE_METRIC], item[1]["epoch"])) if scored else (
         result.checkpoint, result.metrics)
-    return FitResult(best_checkpoint=uri(best), best_metrics=dict(best_metrics),
-                     latest_checkpoint=uri(result.checkpoint), latest_metrics=dict(result.metrics))
+    return FitResult(best_checkpoint=checkpoint_uri(run_uri, best), best_metrics=dict(best_metrics),
+                     latest_checkpoint=checkpoint_uri(run_uri, result.checkpoint),
+                     latest_metrics=dict(result.metrics))

@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
@@ -57,6 +58,9 @@ def test_stack_runs_jobs_with_token_auth_and_stops_without_leftovers(tmp_path):
             env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
         assert submitted.returncode == 0, submitted.stderr[-2000:]
         assert "'CPU'" in submitted.stdout and f"tracking {env['MLFLOW_TRACKING_URI']}" in submitted.stdout
+        # The head recorded its address in a temp dir of its own, not in the shared /tmp/ray, where
+        # it would make every plain ray.init() on this machine join the stack.
+        assert (Path(state["ray_temp_dir"]) / "ray_current_cluster").is_file()
 
         # S3: a put and a get with the exported credentials.
         s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -79,5 +83,5 @@ def test_stack_runs_jobs_with_token_auth_and_stops_without_leftovers(tmp_path):
         assert session_members(pid) == [], f"{name} left processes behind"
     for url in (env["RAY_ADDRESS"], env["MLFLOW_TRACKING_URI"], env["AWS_ENDPOINT_URL"]):
         assert not _listening(url), f"something still listens at {url}"
-    assert not (state_dir / "stack.json").exists()
+    assert not (state_dir / "stack.json").exists() and not Path(state["ray_temp_dir"]).exists()
     assert run_stack("status", state_dir).returncode == 1

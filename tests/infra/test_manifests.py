@@ -47,8 +47,8 @@ def _of_kind(kind: str) -> list[tuple[str, dict]]:
 
 # The fields the API server (or the KubeRay operator) cannot do without, per kind.
 REQUIRED_FIELDS = {
-    "RayCluster": ["spec.rayVersion", "spec.headGroupSpec.rayStartParams", "spec.headGroupSpec.template.spec.containers",
-                   "spec.workerGroupSpecs"],
+    "RayCluster": ["spec.rayVersion", "spec.headGroupSpec.rayStartParams",
+                   "spec.headGroupSpec.template.spec.containers", "spec.workerGroupSpecs"],
     "RayJob": ["spec.entrypoint", "spec.clusterSelector"],
     "CronJob": ["spec.schedule", "spec.jobTemplate.spec.template.spec.containers",
                 "spec.jobTemplate.spec.template.spec.restartPolicy"],
@@ -94,6 +94,8 @@ def test_every_object_has_its_required_fields_and_no_literal_secret(where, obj):
         except (KeyError, TypeError):
             pytest.fail(f"{where}: {obj['kind']} lacks {dotted}")
     assert obj["kind"] != "Secret", f"{where}: secrets are created out of band and referenced by name"
+    if obj["kind"] == "ConfigMap":
+        assert not [key for key in obj["data"] if is_secret_name(key)], f"{where}: a secret in a ConfigMap"
     for pod in _pod_specs(obj):
         assert pod["containers"], where
         for container in pod["containers"]:
@@ -137,7 +139,8 @@ def test_nightly_schedule_forbids_overlapping_runs_and_creates_the_rayjob_templa
     script = pod["containers"][0]["args"][0]
     assert f"{pod['containers'][0]['volumeMounts'][0]['mountPath']}/rayjob.yaml" in script
     [(_, role)] = _of_kind("Role")
-    assert {"create", "get", "delete"} <= set(role["rules"][0]["verbs"]) and role["rules"][0]["resources"] == ["rayjobs"]
+    [rule] = role["rules"]
+    assert rule["resources"] == ["rayjobs"] and {"create", "get", "delete"} <= set(rule["verbs"])
 
 
 def test_mlflow_server_uses_postgres_and_s3_from_secrets():

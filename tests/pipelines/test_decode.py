@@ -42,7 +42,8 @@ def test_rgb_png_round_trips_exactly():
 ])
 def test_grayscale_and_alpha_modes_become_rgb(mode, fmt, expected):
     colour = {"L": 77, "LA": (77, 128), "RGBA": (10, 200, 30, 128), "1": 1}[mode]
-    decoded = decode_image(encode(Image.new(mode, (5, 4), colour), fmt, **({"lossless": True} if fmt == "WEBP" else {})))
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    decoded = decode_image(encode(Image.new(mode, (5, 4), colour), fmt, **options))
     assert decoded.shape == (4, 5, 3)
     np.testing.assert_allclose(decoded[0, 0], expected, atol=2)
 
@@ -102,7 +103,8 @@ def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    pixels = zlib.compress(b"\0" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def test_decompression_bombs_are_refused_from_the_header():

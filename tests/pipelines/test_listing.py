@@ -27,7 +27,8 @@ def test_extensions_match_case_insensitively_and_ignore_folders():
     flt = CorpusFilter()
     assert [flt.accepts(key) for key in ("x/A.JPEG", "b.Tif", "c.webp", "d.txt", "e", "jpg", "f.jpg/")] == \
         [True, True, True, False, False, False, False]
-    assert CorpusFilter(extensions=(".PNG",)).accepts("a.png") and not CorpusFilter(extensions=("png",)).accepts("a.jpg")
+    assert CorpusFilter(extensions=(".PNG",)).accepts("a.png")
+    assert not CorpusFilter(extensions=("png",)).accepts("a.jpg")
 
 
 def test_include_and_exclude_globs_apply_to_the_relative_key():

@@ -111,6 +111,7 @@ def test_flatten_params_nests_with_dots_redacts_and_truncates(monkeypatch):
     assert params["extra.uri"] == f"s3://bucket/{MASK}"
     assert len(params["notes"]) == MAX_PARAM_VALUE_LENGTH and params["notes"].endswith("[truncated]")
     assert SECRET not in json.dumps(params)
+    assert tracking.flatten_params({}) == {} and tracking.flatten_params({"empty": {}}) == {"empty": "{}"}
 
 
 # --- server checks and disabled tracking ---------------------------------------------------------
@@ -167,6 +168,7 @@ def test_run_logs_everything_but_secrets(backend, monkeypatch, tmp_path):
               "input": f"s3://ak:{SECRET}@bucket/images"}
     with tracking.start_run(settings, "secret-scan", params=params, tags={"token": SECRET, "kind": "test"}) as run:
         run.log_metrics({"loss": 0.5}, step=3)
+        run.set_tags({"note": f"uses {SECRET}", "password": SECRET})
         run.log_dict({"credentials": {"password": SECRET}, "note": f"uses {SECRET}"}, "config.json")
         pickle.loads(pickle.dumps(run)).log_metrics({"from_worker": 1.0})  # what Ray Train's rank 0 gets
         run_id = run.run_id
@@ -174,8 +176,11 @@ def test_run_logs_everything_but_secrets(backend, monkeypatch, tmp_path):
     client = tracking.mlflow_client()
     logged = client.get_run(run_id)
     assert logged.info.status == "FINISHED"
+    if backend == "server":  # artifacts go through the server's proxy: the client needs no S3 access
+        assert logged.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert logged.data.params["lr"] == "0.01" and logged.data.params["storage.secret_key"] == MASK
-    assert logged.data.tags["kind"] == "test" and logged.data.tags["token"] == MASK
+    assert logged.data.tags["kind"] == "test" and logged.data.tags["token"] == logged.data.tags["password"] == MASK
+    assert logged.data.tags["note"] == f"uses {MASK}"
     assert logged.data.metrics == {"loss": 0.5, "from_worker": 1.0}
     downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="",
                                                           dst_path=str(tmp_path / "artifacts"),
@@ -194,6 +199,21 @@ def test_failed_block_ends_the_run_failed(local_store):
     assert tracking.mlflow_client().get_run(run.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
+def test_resuming_continues_the_same_run(local_store):
+    settings = TrackingSettings()
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run(settings, "train", params={"lr": 0.1}) as first:
+            first.log_metrics({"loss": 1.0}, step=1)
+            raise KeyboardInterrupt
+    with tracking.start_run(settings, "train", params={"lr": 0.1}, run_id=first.run_id) as resumed:
+        resumed.log_metrics({"loss": 0.5}, step=2)
+    assert resumed.run_id == first.run_id
+    client = tracking.mlflow_client()
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(first.run_id, "loss")] == [1.0, 0.5]
+
+
 # --- models: logging, registering, resolving references ------------------------------------------
 
 
@@ -206,15 +226,17 @@ def _same_weights(path_a, path_b) -> bool:
 @pytest.mark.slow
 def test_logged_checkpoint_model_resolves_from_every_reference(backend, tiny_checkpoint, tmp_path):
     name = f"fcn-tiny-{backend}-{time.time_ns()}"
-    with tracking.start_run(TrackingSettings(experiment="models-test"), "train", params={}):
+    with tracking.start_run(TrackingSettings(experiment="models-test"), "train", params={}) as run:
         first = tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name=name, alias="candidate")
         second = tracking.log_checkpoint_model(tiny_checkpoint, artifact_path="again",
                                                registered_model_name=name)
+        run.log_artifact(tiny_checkpoint, "checkpoints")
     assert (first.name, first.version, second.version) == (name, "1", "2")
     assert first.model_uri == f"models:/{name}/1"
 
     references = {f"models:/{name}@candidate": ("1", first.run_id), f"models:/{name}/2": ("2", first.run_id),
                   first.model_uri: ("1", first.run_id), f"runs:/{first.run_id}/model": (None, first.run_id),
+                  f"runs:/{first.run_id}/checkpoints/{Path(tiny_checkpoint).name}": (None, first.run_id),
                   tiny_checkpoint: (None, None)}
     for reference, (version, run_id) in references.items():
         resolved = tracking.resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
@@ -251,7 +273,8 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
     bad = {"models:/fcn@nope": "no alias 'nope'", "models:/fcn/9": "no version 9",
            "models:/missing@champion": "no registered model named 'missing'",
            "models:/fcn": "expected models:/NAME@ALIAS", "runs:/0123456789abcdef/model": "no run with id",
-           f"runs:/{run.run_id}/nothing-here": "no checkpoint there", f"runs:/{run.run_id}": "expected runs:/RUN_ID/PATH",
+           f"runs:/{run.run_id}/nothing-here": "no checkpoint there",
+           f"runs:/{run.run_id}": "expected runs:/RUN_ID/PATH",
            f"runs:/{run.run_id}/folder": "is a directory",
            str(tmp_path / "missing.pt"): "no checkpoint file"}
     for reference, reason in bad.items():

@@ -2,6 +2,7 @@
 import json
 import os
 
+import ray.train
 import torch
 
 from fcn_core.checkpoint import load_checkpoint
@@ -10,8 +11,9 @@ from fcn_core.models import build_model
 from pipelines.training.checkpoints import (
     CHECKPOINT_FILE,
     VALIDATION_FILE,
+    checkpoint_uri,
     epoch_dir_name,
-    list_epoch_checkpoints,
+    latest_checkpoint,
     read_epoch_checkpoint,
     write_epoch_checkpoint,
 )
@@ -69,16 +71,18 @@ def test_unvalidated_epochs_write_no_validation_record(tmp_path):
     assert os.listdir(tmp_path) == [CHECKPOINT_FILE]
 
 
-def test_listing_finds_complete_epoch_directories_only(tmp_path):
+def test_a_run_without_a_registered_checkpoint_has_nothing_to_resume(tmp_path):
     _, model, optimizer, scheduler = _trained_state()
-    for epoch in (0, 2):
-        directory = tmp_path / "run" / epoch_dir_name(epoch)
-        directory.mkdir(parents=True)
-        write_epoch_checkpoint(str(directory), model, class_names=CLASSES, epoch=epoch, metrics={}, config={},
-                               optimizer=optimizer, scheduler=scheduler, confusion=None)
-    (tmp_path / "run" / epoch_dir_name(5)).mkdir()  # an upload that never finished
-    (tmp_path / "run" / "checkpoint_manager_snapshot.json").write_text("{}")
-    found = list_epoch_checkpoints(str(tmp_path / "run"))
-    assert sorted(found) == [0, 2]
-    assert found[2] == f"{tmp_path}/run/epoch_0002/{CHECKPOINT_FILE}"
-    assert list_epoch_checkpoints(str(tmp_path / "absent")) == {}
+    directory = tmp_path / "run" / epoch_dir_name(0)
+    directory.mkdir(parents=True)
+    # On storage, but never registered by Ray Train (the run died while reporting it).
+    write_epoch_checkpoint(str(directory), model, class_names=CLASSES, epoch=0, metrics={}, config={},
+                           optimizer=optimizer, scheduler=scheduler, confusion=None)
+    assert latest_checkpoint(str(tmp_path / "run")) is None
+    assert latest_checkpoint(str(tmp_path / "absent")) is None
+
+
+def test_checkpoint_uris_point_at_the_file_inside_rays_checkpoint_directory(tmp_path):
+    (tmp_path / epoch_dir_name(7)).mkdir()
+    checkpoint = ray.train.Checkpoint.from_directory(str(tmp_path / epoch_dir_name(7)))
+    assert checkpoint_uri("s3://bucket/runs/name", checkpoint) == f"s3://bucket/runs/name/epoch_0007/{CHECKPOINT_FILE}"

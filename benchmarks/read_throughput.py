@@ -1,0 +1,143 @@
+"""Read throughput of the corpus layer against plain parallel GETs, and time to the first batch.
+
+Starts its own SeaweedFS (``tests.fixtures.s3_server.start_seaweedfs``) and a local Ray runtime,
+uploads N small JPEGs, then in the same run:
+
+* reads them through ``read_corpus`` (listing included) and through a plain thread pool of boto3
+  GETs over the already-listed keys, alternating, and prints images/s, MB/s and their ratio
+  (goal: corpus layer >= 0.9 of the plain GETs);
+* times the first batch of ``read_corpus`` on a small prefix and on one 20x larger: listing runs
+  inside Ray tasks while the first page is fetched, so it should not grow with the prefix.
+
+Run from the repository root:
+
+    python3 -m benchmarks.read_throughput --images 2000 --kib 64
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+from PIL import Image
+
+from tests.fixtures.s3_server import start_seaweedfs
+
+BUCKET = "bench"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000, help="objects read in the throughput comparison")
+    parser.add_argument("--kib", type=int, default=64, help="approximate size of each JPEG in KiB")
+    parser.add_argument("--threads", type=int, default=16, help="threads of the plain GET baseline")
+    parser.add_argument("--fetch-concurrency", type=int, default=16, help="parallel GETs per corpus fetch task")
+    parser.add_argument("--rows-per-block", type=int, default=64, help="objects per corpus fetch task")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each reader; the best is kept")
+    parser.add_argument("--ttfb-images", type=int, default=500, help="objects in the small time-to-first-batch prefix")
+    parser.add_argument("--ttfb-factor", type=int, default=20, help="how much larger the second prefix is")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="logical CPUs of the local Ray runtime")
+    return parser.parse_args(argv)
+
+
+def make_jpeg(kib: int) -> bytes:
+    """A noise JPEG of roughly ``kib`` KiB (noise at quality 90 takes about a byte a pixel)."""
+    side = max(8, int((kib * 1024 / 0.95) ** 0.5))
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def upload(client, prefix: str, count: int, body: bytes) -> list[str]:
+    keys = [f"{prefix}/{index // 1000:03d}/{index:07d}.jpg" for index in range(count)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=body), keys))
+    return keys
+
+
+def read_plain(client, keys: list[str], threads: int) -> tuple[int, int, float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(pool.map(lambda key: len(client.get_object(Bucket=BUCKET, Key=key)["Body"].read()), keys))
+    return len(sizes), sum(sizes), time.perf_counter() - started
+
+
+def read_through_corpus(uri: str, args: argparse.Namespace) -> tuple[int, int, float]:
+    from pipelines.corpus import read_corpus
+
+    started = time.perf_counter()
+    dataset = read_corpus(uri, fetch_concurrency=args.fetch_concurrency, rows_per_block=args.rows_per_block)
+    images = total = 0
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        images += batch.num_rows
+        total += pc.sum(pc.binary_length(batch.column("bytes"))).as_py() or 0
+    return images, total, time.perf_counter() - started
+
+
+def time_to_first_batch(uri: str, args: argparse.Namespace) -> float:
+    from pipelines.corpus import read_corpus
+
+    started = time.perf_counter()
+    batches = iter(read_corpus(uri, fetch_concurrency=args.fetch_concurrency,
+                               rows_per_block=args.rows_per_block).iter_batches(batch_size=None))
+    next(batches)
+    elapsed = time.perf_counter() - started
+    batches.close()  # stop the rest of the execution before the next measurement
+    return elapsed
+
+
+def report(name: str, images: int, total: int, seconds: float) -> float:
+    rate = images / seconds
+    print(f"  {name:<28} {images:>6} images in {seconds:6.2f} s: {rate:8.1f} images/s, "
+          f"{total / seconds / 1e6:7.1f} MB/s")
+    return rate
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="read-throughput-"))
+    server = start_seaweedfs(workdir)
+    try:
+        os.environ.update(server.env())
+        import ray
+
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        client = server.client()
+        server.create_bucket(BUCKET)
+        body = make_jpeg(args.kib)
+        small = args.ttfb_images
+        print(f"uploading {args.images} + {small} + {small * args.ttfb_factor} JPEGs of {len(body) / 1024:.0f} KiB "
+              f"to {server.endpoint_url} ...")
+        keys = upload(client, "throughput", args.images, body)
+        upload(client, "ttfb-small", small, body)
+        upload(client, "ttfb-large", small * args.ttfb_factor, body)
+
+        read_through_corpus(f"s3://{BUCKET}/ttfb-small", args)  # warm-up: Ray workers, imports, connections
+        print(f"throughput, {args.images} objects, best of {args.rounds} alternating rounds "
+              f"(corpus layer includes listing; plain GETs get the keys for free):")
+        corpus_runs, plain_runs = [], []
+        for _ in range(args.rounds):
+            plain_runs.append(read_plain(client, keys, args.threads))
+            corpus_runs.append(read_through_corpus(f"s3://{BUCKET}/throughput", args))
+        plain = report(f"plain boto3, {args.threads} threads", *min(plain_runs, key=lambda run: run[2]))
+        corpus = report("corpus layer (read_corpus)", *min(corpus_runs, key=lambda run: run[2]))
+        print(f"  ratio corpus / plain: {corpus / plain:.2f} (goal >= 0.90)")
+
+        print("time to first batch, median of 3:")
+        for name, count in (("ttfb-small", small), ("ttfb-large", small * args.ttfb_factor)):
+            seconds = statistics.median(time_to_first_batch(f"s3://{BUCKET}/{name}", args) for _ in range(3))
+            print(f"  {count:>7} objects: {seconds:6.2f} s")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""jobs/train_fcn.py end to end: real Ray Train workers, the real S3 server and a real MLflow server.
+
+Models are tiny (VGG16 at 1/16 width, compact alignment, 64-pixel crops) and runs last 2-4 epochs
+of the 16-image synthetic corpus, so each run is a few tens of seconds on two cores.
+"""
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from fcn_core.checkpoint import load_checkpoint
+from fcn_core.masks import decode_mask_png, encode_mask_png
+from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
+from jobs import train_fcn
+from pipelines import storage
+from pipelines.training.checkpoints import latest_checkpoint
+
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--width-multiplier", "0.0625", "--alignment", "compact", "--crop-size", "64", "--batch-size", "4",
+        "--cpus-per-worker", "1", "--val-every", "1", "--lr", "3e-3"]
+PAPER_METRICS = ("val/pixel_accuracy", "val/mean_accuracy", "val/mean_iu", "val/frequency_weighted_iu")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(metric.step for metric in client.get_metric_history(run_id, key))
+
+
+def _epochs_on_storage(run_uri: str) -> dict[int, str]:
+    """{epoch: checkpoint.pt URI} of the epoch checkpoints under a run directory, local or on S3."""
+    filesystem, path = storage.resolve(run_uri)
+    found = filesystem.glob(f"{path}/epoch_*/checkpoint.pt")
+    return {int(entry.split("/")[-2].removeprefix("epoch_")): storage.join(run_uri, *entry.split("/")[-2:])
+            for entry in found}
+
+
+def _registered_epoch(run_uri: str) -> int | None:
+    """The epoch of the latest checkpoint Ray Train has registered for the run (None before the first)."""
+    try:
+        latest = latest_checkpoint(run_uri)
+    except Exception:  # noqa: BLE001 - Ray's record of the run was being rewritten as we read it
+        return None
+    return None if latest is None else int(latest.split("/")[-2].removeprefix("epoch_"))
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str) -> set[str]:
+    return {artifact.path for artifact in client.list_artifacts(run_id, path)}
+
+
+@pytest.fixture
+def tracking(mlflow_server, monkeypatch) -> MlflowClient:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    return MlflowClient(mlflow_server.tracking_uri)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_cpu_workers_on_s3_log_to_mlflow_and_register_a_model_segment_bucket_can_use(
+        ray_local, s3_server, s3_corpus, tracking, capsys):
+    s3_server.create_bucket("training")
+    name, model_name = _unique("s3-run"), _unique("fcn-test")
+    storage_path = "s3://training/runs"
+    argv = ["--data", s3_corpus, "--num-workers", "2", "--epochs", "2", *TINY, "--storage-path", storage_path,
+            "--name", name, "--register-as", model_name, "--experiment", "train-fcn-tests"]
+    assert train_fcn.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"models:/{model_name}@candidate" in printed
+
+    # Every epoch left a checkpoint on S3 that is a complete model, with the state to continue training.
+    checkpoints = _epochs_on_storage(f"{storage_path}/{name}")
+    assert sorted(checkpoints) == [0, 1]
+    latest = load_checkpoint(io.BytesIO(storage.read_bytes(checkpoints[1])))
+    assert latest.class_names == list(SYNTHETIC_CLASS_NAMES)
+    assert latest.training_state["epoch"] == 1 and set(latest.training_state) >= {"optimizer", "scheduler"}
+    assert latest.config["training"]["num_workers"] == 2
+
+    # One MLflow run: parameters, per-epoch metrics from rank 0, system metrics, artifacts, the model.
+    version = tracking.get_model_version_by_alias(model_name, "candidate")
+    run = tracking.get_run(version.run_id)
+    assert latest.config["mlflow_run_id"] == run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["num_workers"] == "2" and run.data.params["variant"] == "fcn8s"
+    assert _steps(tracking, run.info.run_id, "train/loss") == [0, 1]
+    for key in (*PAPER_METRICS, "val/iu_disc", "val/iu_bar"):
+        assert _steps(tracking, run.info.run_id, key) == [0, 1], key
+    assert any(key.startswith("system/") for key in run.data.metrics)
+    assert "config/resolved_config.json" in _artifacts(tracking, run.info.run_id, "config")
+    assert {"plots/confusion_matrix.png", "plots/class_iu.png"} <= _artifacts(tracking, run.info.run_id, "plots")
+    assert "predictions/val_0.png" in _artifacts(tracking, run.info.run_id, "predictions")
+
+    # The registered alias is a model the batch segmentation job runs with directly.
+    from jobs import segment_bucket
+
+    output = f"s3://training/{_unique('segmented')}"
+    code = segment_bucket.main(["--input", f"{s3_corpus}/JPEGImages", "--output", output,
+                                "--model", f"models:/{model_name}@candidate", "--num-actors", "1",
+                                "--cpus-per-actor", "1", "--batch-size", "4", "--no-tracking"])
+    assert code == 0
+    assert storage.exists(storage.join(output, "summary.json"))
+
+
+def _worker_processes() -> list[psutil.Process]:
+    """Ray Train worker processes of the Ray runtime this test process started."""
+    return [child for child in psutil.Process().children(recursive=True)
+            if any("RayTrainWorker" in part for part in child.cmdline())]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_training_continues_from_the_last_checkpoint(
+        ray_local, synthetic_corpus, tracking, tmp_path):
+    name = _unique("kill")
+    argv = ["--data", str(synthetic_corpus.root), "--num-workers", "2", "--epochs", "4", *TINY,
+            "--storage-path", str(tmp_path), "--name", name, "--keep-checkpoints", "4"]
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("code", train_fcn.main(argv)))
+    runner.start()
+    deadline = time.monotonic() + 600
+    while (_registered_epoch(str(tmp_path / name)) or 0) < 1:
+        assert runner.is_alive() and time.monotonic() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.2)
+    registered = _registered_epoch(str(tmp_path / name))
+    victims = _worker_processes()
+    assert len(victims) == 2
+    victims[1].send_signal(signal.SIGKILL)
+    runner.join(timeout=600)
+
+    assert outcome["code"] == 0
+    checkpoint = load_checkpoint(str(_epochs_on_storage(str(tmp_path / name))[3]))
+    run_id = checkpoint.config["mlflow_run_id"]
+    resumed = [metric.value for metric in tracking.get_metric_history(run_id, "resumed_at_epoch")]
+    # Restarted after a checkpoint at least as recent as the one registered when the worker died.
+    assert len(resumed) == 1 and registered + 1 <= resumed[0] <= 3
+    assert set(_steps(tracking, run_id, "train/loss")) == {0, 1, 2, 3}
+    assert checkpoint.training_state["epoch"] == 3
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_at_the_next_epoch_in_the_same_mlflow_run(
+        ray_local, synthetic_corpus, tracking, mlflow_server, tmp_path):
+    name = _unique("resume")
+    argv = ["--data", str(synthetic_corpus.root), "--num-workers", "1", "--epochs", "4", *TINY,
+            "--storage-path", str(tmp_path), "--name", name, "--keep-checkpoints", "4"]
+    # The interrupted run is its own driver process on the test's Ray cluster, stopped with Ctrl-C.
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
+    driver = subprocess.Popen([sys.executable, "jobs/train_fcn.py", *argv], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while _registered_epoch(str(tmp_path / name)) is None:
+            assert driver.poll() is None, driver.stderr.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    interrupted_at = _registered_epoch(str(tmp_path / name))
+    assert interrupted_at < 3, "the run finished before it could be interrupted"
+
+    # The same command again refuses to start over; with --resume it continues.
+    assert train_fcn.main(argv) == 2
+    assert train_fcn.main([*argv, "--resume"]) == 0
+
+    checkpoints = _epochs_on_storage(str(tmp_path / name))
+    assert sorted(checkpoints) == [0, 1, 2, 3]
+    run_ids = {load_checkpoint(str(path)).config["mlflow_run_id"] for path in checkpoints.values()}
+    assert len(run_ids) == 1
+    run_id = run_ids.pop()
+    assert [m.value for m in tracking.get_metric_history(run_id, "resumed_at_epoch")] == [interrupted_at + 1]
+    assert _steps(tracking, run_id, "train/loss") == [0, 1, 2, 3]
+    assert tracking.get_run(run_id).info.status == "FINISHED"
+
+
+def _drop_mask(root: Path) -> str:
+    (root / "SegmentationClass" / "000003.png").unlink()
+    return "000003"
+
+
+def _shrink_mask(root: Path) -> str:
+    path = root / "SegmentationClass" / "000002.png"
+    mask = decode_mask_png(path.read_bytes())
+    path.write_bytes(encode_mask_png(np.ascontiguousarray(mask[:-3, :-5])))
+    return "000002.png"
+
+
+def _label_out_of_range(root: Path) -> str:
+    path = root / "SegmentationClass" / "000005.png"
+    mask = decode_mask_png(path.read_bytes())
+    mask[:4, :4] = 9
+    path.write_bytes(encode_mask_png(mask))
+    return "000005.png"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [_drop_mask, _shrink_mask, _label_out_of_range])
+def test_bad_data_stops_with_one_line_naming_the_file(ray_local, synthetic_corpus, tmp_path, change, capsys):
+    root = tmp_path / "corpus"
+    shutil.copytree(synthetic_corpus.root, root)
+    culprit = change(root)
+    code = train_fcn.main(["--data", str(root), "--num-workers", "2", "--epochs", "1", *TINY,
+                           "--storage-path", str(tmp_path / "runs"), "--name", "bad", "--no-tracking",
+                           "--max-failures", "0"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert error[-1].startswith("error: ") and culprit in error[-1], error[-1]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_one_and_two_workers_reach_the_same_metrics_with_the_same_global_batch(ray_local, synthetic_corpus, tmp_path):
+    metrics = {}
+    for workers, batch in ((1, "8"), (2, "4")):
+        name = f"workers-{workers}"
+        argv = ["--data", str(synthetic_corpus.root), "--num-workers", str(workers), "--epochs", "3", *TINY,
+                "--batch-size", batch, "--storage-path", str(tmp_path), "--name", name, "--no-tracking",
+                "--seed", "3"]
+        assert train_fcn.main(argv) == 0
+        latest = _epochs_on_storage(str(tmp_path / name))[2]
+        metrics[workers] = load_checkpoint(str(latest)).metrics
+    for key in PAPER_METRICS:
+        assert metrics[1][key] == pytest.approx(metrics[2][key], abs=0.03), key
+
+
+def test_refusals_are_one_line_before_any_training(tmp_path, synthetic_corpus, capsys):
+    base = ["--data", str(synthetic_corpus.root), "--storage-path", str(tmp_path)]
+    assert train_fcn.main([*base, "--resume"]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert train_fcn.main([*base, "--name", "never-ran", "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert train_fcn.main([*base, "--name", "x", "--register-as", "m", "--no-tracking"]) == 2
+    assert "--no-tracking" in capsys.readouterr().err
+    assert train_fcn.main([*base, "--name", "x", "--lr", "0"]) == 2
+    assert "--lr" in capsys.readouterr().err
+
+
+def test_help_explains_defaults_and_the_docstring_shows_both_ways_to_run():
+    text = train_fcn.build_parser().format_help()
+    assert "(default: fcn8s)" in text and "--register-as" in text and "--backbone-weights" in text
+    assert "python jobs/train_fcn.py --data" in train_fcn.__doc__
+    assert "ray job submit" in train_fcn.__doc__

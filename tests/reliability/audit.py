@@ -1,0 +1,102 @@
+"""What a batch-segmentation output really holds, read with the test's own clients.
+
+`audit_output` reads every statistics part file and every mask object under an output prefix and
+checks the job's promises against the list of inputs: one row per input (none lost, none
+duplicated), a readable mask of the row's size behind every ``ok`` row, no mask that no row
+claims, and nothing half-written that a reader could take for a result.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow.parquet as pq
+
+from fcn_core.masks import decode_mask_png
+
+
+@dataclass(frozen=True)
+class OutputAudit:
+    inputs: int
+    rows: list[dict]
+    lost: list[str]  # inputs without a row
+    duplicated: list[str]  # inputs with more than one row
+    unexpected: list[str]  # rows for URIs that were not inputs
+    missing_masks: list[str]  # ok rows whose mask is absent, unreadable or of the wrong size
+    orphan_masks: list[str]  # mask objects no row points to
+    unreadable: list[str]  # part files or other objects a reader would choke on
+    escaped: list[str]  # objects written outside the output prefix (when a parent was audited)
+    summary: dict | None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        statuses = collections.Counter(row["status"] for row in self.rows)
+        return {"inputs": self.inputs, "rows": len(self.rows), "ok": statuses["ok"], "error": statuses["error"],
+                "lost": len(self.lost), "duplicated": len(self.duplicated)}
+
+    def problems(self) -> dict[str, list[str]]:
+        """Every broken promise, by kind; empty when the output is exactly right."""
+        found = {"lost": self.lost, "duplicated": self.duplicated, "unexpected": self.unexpected,
+                 "missing_masks": self.missing_masks, "orphan_masks": self.orphan_masks,
+                 "unreadable": self.unreadable, "escaped": self.escaped}
+        return {kind: items[:10] for kind, items in found.items() if items}
+
+
+def _path(uri: str) -> str:
+    return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+def audit_output(fs: fsspec.AbstractFileSystem, output: str, inputs: list[str], *, scope: str | None = None,
+                 preexisting: frozenset[str] = frozenset()) -> OutputAudit:
+    """Audit the output at ``output`` (a path in ``fs``: ``bucket/prefix`` or a local folder).
+
+    ``inputs`` are the image URIs that must each have exactly one row. ``scope`` (a parent of
+    ``output``) is searched for files the job wrote outside ``output``: any file there that is
+    not in ``preexisting`` (taken before the run) counts as escaped.
+    """
+    output = output.rstrip("/")
+    files = sorted(fs.find(output)) if fs.exists(output) else []
+    rows: list[dict] = []
+    unreadable = [path for path in files if posixpath.basename(path).startswith(".")]  # leftover temp files
+    for path in files:
+        if path.startswith(f"{output}/stats/") and path.endswith(".parquet"):
+            try:
+                with fs.open(path, "rb") as handle:
+                    rows += pq.read_table(handle).to_pylist()
+            except Exception as error:  # noqa: BLE001 - any unreadable part is a finding
+                unreadable.append(f"{path}: {error}")
+    per_uri = collections.Counter(row["image_uri"] for row in rows)
+    masks = {path for path in files if path.startswith(f"{output}/masks/")}
+    claimed = {_path(row["mask_uri"]) for row in rows if row["mask_uri"]}
+    missing = []
+    wanted = [row for row in rows if row["status"] == "ok"]
+    contents = fs.cat([_path(row["mask_uri"]) for row in wanted if _path(row["mask_uri"]) in masks]) if wanted else {}
+    for row in wanted:
+        path = _path(row["mask_uri"])
+        try:
+            mask = decode_mask_png(contents[path])
+            if mask.shape != (row["height"], row["width"]):
+                missing.append(f"{path}: mask {mask.shape} for a {row['height']}x{row['width']} image")
+        except Exception as error:  # noqa: BLE001 - absent (KeyError) or undecodable
+            missing.append(f"{path}: {type(error).__name__} {error}")
+    summary_path = f"{output}/summary.json"
+    summary = json.loads(fs.cat(summary_path)) if summary_path in files else None
+    escaped = []
+    if scope is not None:
+        escaped = [path for path in fs.find(scope.rstrip("/"))
+                   if not path.startswith(f"{output}/") and path not in preexisting]
+    expected = set(inputs)
+    return OutputAudit(
+        inputs=len(inputs), rows=rows,
+        lost=sorted(expected - set(per_uri)),
+        duplicated=sorted(uri for uri, count in per_uri.items() if count > 1),
+        unexpected=sorted(set(per_uri) - expected),
+        missing_masks=missing,
+        orphan_masks=sorted(masks - claimed),
+        unreadable=unreadable,
+        escaped=escaped,
+        summary=summary,
+    )
