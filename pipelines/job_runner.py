@@ -52,7 +52,11 @@ def connect_ray() -> None:
     a job run by hand should not silently land on it (export ``RAY_ADDRESS=auto`` to mean that).
     """
     import ray
+    from ray.data import DataContext
 
+    # Errors raised in Ray Data stages (a bad label file, an unreachable store) reach the driver as
+    # themselves, so `run_cli` can print their one-line message.
+    DataContext.get_current().raise_original_map_exception = True
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")

@@ -33,7 +33,7 @@ from pipelines.evaluation.stages import CountConfusion, decode_pairs
 from pipelines.labelled import LabelledSource, read_labelled
 from pipelines.model_refs import ResolvedModel, resolve_model_reference
 from pipelines.segmentation.keys import column_suffixes
-from pipelines.segmentation.resources import ResourcePlan, plan_resources
+from pipelines.resources import ResourcePlan, plan_for_cluster
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -83,15 +83,6 @@ class ModelEvaluation:
 def count_parameters(checkpoint_path: str) -> int:
     """Number of parameters of the checkpoint's model (the size column of a comparison)."""
     return sum(parameter.numel() for parameter in load_checkpoint(checkpoint_path).model.parameters())
-
-
-def _plan(config: EvaluationConfig) -> ResourcePlan:
-    """The model stage's share of the connected cluster, as batch segmentation plans its inference stage."""
-    resources = ray.cluster_resources()
-    node_cpus = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
-    return plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), node_cpus=node_cpus,
-                          num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
-                          gpus_per_actor=config.gpus_per_actor)
 
 
 def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
@@ -148,7 +139,8 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     """
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
     class_names = tuple(read_checkpoint_metadata(model.checkpoint_path).class_names)
-    plan = _plan(config)
+    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                            gpus_per_actor=config.gpus_per_actor)
     params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
               "model_run_id": model.run_id, **config.to_dict(), "actors": plan.num_actors,
               "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}

@@ -30,7 +30,7 @@ from pipelines.segmentation.export import LABELMAP_NAME
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
 from pipelines.segmentation.previews import log_previews
-from pipelines.segmentation.resources import ResourcePlan, plan_resources
+from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.stages import SegmentImages, WriteOutputs, prepare_images
 from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, read_stats
 
@@ -155,11 +155,9 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
     # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
     model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
     checkpoint_ref = ray.put(checkpoint)
+    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                            gpus_per_actor=config.gpus_per_actor)
     resources = ray.cluster_resources()
-    node_cpus = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
-    plan = plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), node_cpus=node_cpus,
-                          num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
-                          gpus_per_actor=config.gpus_per_actor)
     stats_root = storage.join(config.output, STATS_DIR)
     stats_uri = storage.join(stats_root, config.stats_partition) if config.stats_partition else stats_root
     summary_uri = storage.join(config.output, SUMMARY_NAME)

@@ -7,32 +7,22 @@ shape (see ``SegmentImages``).
 from __future__ import annotations
 
 import datetime
-import io
-import os
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import encode_mask_png
-from fcn_core.normalization import normalize_image
 from fcn_core.postprocess import predict_mask
 from fcn_core.transforms import resize_image
 from pipelines import storage
+from pipelines.batches import is_error, object_array
 from pipelines.decode import try_decode_image
+from pipelines.inference import DeviceModel, group_by_shape
 from pipelines.segmentation.keys import mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table, is_error, write_stats_part
+from pipelines.segmentation.stats import Provenance, build_stats_table, write_stats_part
 
 _PLACEHOLDER_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
-
-
-def object_array(items: list) -> np.ndarray:
-    """A 1-D object array of ``items`` (numpy would otherwise stack equal-shaped arrays into one)."""
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
 
 
 def prepare_images(batch: dict[str, np.ndarray], *, max_side: int | None, max_pixels: int) -> dict[str, np.ndarray]:
@@ -71,38 +61,26 @@ class SegmentImages:
     """Actor-pool stage: holds one model and turns prepared images into masks and statistics.
 
     Images in a batch are grouped by their (inference) shape and each group runs as one forward
-    pass. No padding is added, so an image's mask never depends on which other images shared its
-    batch, and a corpus of same-sized images (the common case, or any corpus with ``--max-side``
-    smaller than its images) runs in full batches.
+    pass (``pipelines.inference``: no padding, so an image's mask never depends on which other
+    images shared its batch; a corpus of same-sized images runs in full batches).
     """
 
     def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int, stripe_rows: int = 256):
         import ray  # the checkpoint travels as an object reference: fetched once per actor
 
-        data = ray.get(checkpoint[0]) if isinstance(checkpoint[0], ray.ObjectRef) else checkpoint[0]
-        loaded = load_checkpoint(io.BytesIO(data))
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":  # logical CPUs may outnumber the machine's cores (as in tests)
-            torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
-        self.model = loaded.model.eval().to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.normalization = loaded.normalization
-        self.num_classes = loaded.spec.num_classes
+        self.model = DeviceModel(ray.get(checkpoint[0]), use_gpu=use_gpu, threads=threads)
         self.stripe_rows = stripe_rows
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = len(batch["uri"])
+        count, num_classes = len(batch["uri"]), self.model.num_classes
         masks = [np.zeros((0, 0), dtype=np.uint8)] * count
-        pixels = np.zeros((count, self.num_classes), dtype=np.int64)
-        confidence_sum = np.zeros((count, self.num_classes), dtype=np.float64)
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for index, (image, error) in enumerate(zip(batch["image"], batch["error"])):
-            if not is_error(error):
-                groups[image.shape].append(index)
-        for indices in groups.values():
-            for index, logits in zip(indices, self._forward([batch["image"][i] for i in indices])):
+        pixels = np.zeros((count, num_classes), dtype=np.int64)
+        confidence_sum = np.zeros((count, num_classes), dtype=np.float64)
+        good = [index for index in range(count) if not is_error(batch["error"][index])]
+        for group in group_by_shape([batch["image"][index] for index in good]):
+            indices = [good[position] for position in group]
+            for index, logits in zip(indices, self.model.logits([batch["image"][i] for i in indices])):
                 size = (int(batch["height"][index]), int(batch["width"][index]))
                 prediction = predict_mask(logits, size, stripe_rows=self.stripe_rows)
                 masks[index] = prediction.mask
@@ -111,15 +89,6 @@ class SegmentImages:
         output = {name: batch[name] for name in ("uri", "key", "etag", "size", "height", "width", "error")}
         output.update(mask=object_array(masks), pixels=pixels, confidence_sum=confidence_sum)
         return output
-
-    def _forward(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Logits (N, C, h, w) for same-shaped uint8 images (h, w, 3)."""
-        inputs = normalize_image(np.stack(images), self.normalization).to(self.device)  # (N, 3, h, w)
-        if self.device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.model(inputs).float()
-        return self.model(inputs)
 
 
 class WriteOutputs:

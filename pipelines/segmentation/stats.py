@@ -18,15 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.batches import is_error
 from pipelines.segmentation.keys import column_suffixes
 
 STATS_DIR = "stats"
 OK, ERROR = "ok", "error"
-
-
-def is_error(value) -> bool:
-    """Whether an ``error`` cell holds a reason. Nulls cross Ray Data's numpy batches as None or NaN."""
-    return isinstance(value, str) and bool(value)
 
 
 @dataclass(frozen=True)
@@ -134,9 +130,10 @@ def read_stats(stats_uri: str, columns: list[str] | None = None) -> pa.Table | N
     for path in sorted(fs.find(root)):
         if not path.endswith(".parquet"):
             continue
+        # Whole-object reads: part files are small, and ranged reads are where S3-compatible stores differ.
+        data = storage.read_bytes(fs.unstrip_protocol(path))
         try:
-            with fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle, columns=columns))
+            tables.append(pq.read_table(io.BytesIO(data), columns=columns))
         except Exception as error:  # noqa: BLE001 - any unreadable file is skipped, loudly
             print(f"warning: skipping unreadable statistics file {path}: {error}", file=sys.stderr)
     if not tables:

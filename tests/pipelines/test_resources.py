@@ -1,7 +1,7 @@
 import pytest
 
 from pipelines.errors import ConfigError
-from pipelines.segmentation.resources import CPU_STAGE_RESERVE, plan_resources
+from pipelines.resources import CPU_STAGE_RESERVE, plan_resources
 
 
 def test_gpu_cluster_gets_one_actor_per_gpu():
@@ -22,11 +22,16 @@ def test_large_cpu_node_gets_several_actors_sharing_its_cores():
     assert plan.threads_per_actor * plan.num_actors >= 64 > (plan.threads_per_actor - 1) * plan.num_actors
 
 
+def test_gpu_actors_requested_before_the_autoscaler_adds_gpu_nodes():
+    plan = plan_resources(cluster_cpus=4, cluster_gpus=0, gpus_per_actor=1)
+    assert (plan.num_actors, plan.gpus_per_actor) == (1, 1)
+
+
 def test_explicit_values_win_and_impossible_ones_are_refused():
     plan = plan_resources(cluster_cpus=8, cluster_gpus=0, num_actors=3, cpus_per_actor=0.5)
     assert (plan.num_actors, plan.cpus_per_actor, plan.threads_per_actor) == (3, 0.5, 3)
-    with pytest.raises(ConfigError, match="GPU"):
-        plan_resources(cluster_cpus=8, cluster_gpus=0, gpus_per_actor=1)
+    with pytest.raises(ConfigError):
+        plan_resources(cluster_cpus=8, cluster_gpus=0, gpus_per_actor=-1)
     with pytest.raises(ConfigError):
         plan_resources(cluster_cpus=8, cluster_gpus=0, num_actors=0)
     with pytest.raises(ConfigError):

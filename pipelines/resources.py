@@ -1,4 +1,4 @@
-"""How a segmentation run divides the cluster between CPU stages and the inference actor pool.
+"""How a model-serving run (segmentation, evaluation) divides the cluster between CPU stages and the inference actor pool.
 
 Two different things are sized here. *Logical* CPUs decide what Ray may schedule side by side: every
 node keeps ``CPU_STAGE_RESERVE`` for listing, fetching, decoding and PNG writing (light work that
@@ -34,15 +34,16 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float
     node_cpus = node_cpus or cluster_cpus
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster_gpus >= 1 else 0.0
-    if gpus_per_actor > 0 and cluster_gpus < gpus_per_actor:
-        raise ConfigError(f"--gpus-per-actor {gpus_per_actor:g} asks for GPUs, but the cluster has {cluster_gpus:g}")
+    if gpus_per_actor < 0:
+        raise ConfigError("--gpus-per-actor must not be negative")
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if gpus_per_actor > 0 else min(
             MAX_CPUS_PER_CPU_ACTOR, max(MIN_CPUS_PER_ACTOR, node_cpus - CPU_STAGE_RESERVE))
     if cpus_per_actor <= 0:
         raise ConfigError("--cpus-per-actor must be positive")
     if num_actors is None:
-        num_actors = (int(cluster_gpus // gpus_per_actor) if gpus_per_actor > 0
+        # Explicit GPU requests on a cluster without GPUs yet wait for the autoscaler's first GPU node.
+        num_actors = (max(1, int(cluster_gpus // gpus_per_actor)) if gpus_per_actor > 0
                       else int(max(cluster_cpus - CPU_STAGE_RESERVE, cpus_per_actor) // cpus_per_actor))
     if num_actors < 1:
         raise ConfigError("--num-actors must be at least 1")
@@ -51,3 +52,14 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float
     threads = math.ceil(cpus_per_actor) if gpus_per_actor > 0 else math.ceil(node_cpus / actors_per_node)
     return ResourcePlan(num_actors=num_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
                         threads_per_actor=max(1, threads))
+
+
+def plan_for_cluster(*, num_actors: int | None = None, cpus_per_actor: float | None = None,
+                     gpus_per_actor: float | None = None) -> ResourcePlan:
+    """``plan_resources`` for the Ray cluster this process is connected to."""
+    import ray
+
+    resources = ray.cluster_resources()
+    node_cpus = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+    return plan_resources(resources.get("CPU", 1.0), resources.get("GPU", 0.0), node_cpus=node_cpus,
+                          num_actors=num_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
