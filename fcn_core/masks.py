@@ -81,3 +81,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
     labelled = (mask != 0)[..., None]
     return np.where(labelled, np.rint(blended), image).astype(np.uint8)
+
+
+def labelmap_text(class_names: tuple[str, ...]) -> str:
+    """The CVAT/VOC `labelmap.txt` for these classes, with VOC colours in class order."""
+    colours = voc_colormap(len(class_names))
+    lines = ["# label:color_rgb:parts:actions"]
+    lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in zip(class_names, colours.tolist())]
+    return "\n".join(lines) + "\n"

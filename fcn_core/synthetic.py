@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcn_core.masks import IGNORE_INDEX, encode_mask_png, voc_colormap
+from fcn_core.masks import IGNORE_INDEX, encode_mask_png, labelmap_text, voc_colormap
 
 SYNTHETIC_CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "bar")
 
@@ -209,14 +209,6 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), mask
 
 
-def labelmap_text(class_names: tuple[str, ...]) -> str:
-    """The CVAT/VOC `labelmap.txt` for these classes, with VOC colours in class order."""
-    colours = voc_colormap(len(class_names))
-    lines = ["# label:color_rgb:parts:actions"]
-    lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in zip(class_names, colours.tolist())]
-    return "\n".join(lines) + "\n"
-
-
 def generate_corpus(
     root: str | Path,
     *,
@@ -236,7 +228,8 @@ def generate_corpus(
     if not 16 <= min_size <= max_size:
         raise ValueError(f"need 16 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     root = Path(root)
-    image_dir, mask_dir, split_dir = root / "JPEGImages", root / "SegmentationClass", root / "ImageSets" / "Segmentation"
+    image_dir, mask_dir = root / "JPEGImages", root / "SegmentationClass"
+    split_dir = root / "ImageSets" / "Segmentation"
     for directory in (image_dir, mask_dir, split_dir):
         directory.mkdir(parents=True, exist_ok=True)
 

@@ -18,11 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", required=True, help="folder to write into (created if missing; files of the same name are replaced)"
     )
-    parser.add_argument("--num-train", type=int, default=200, help="number of training images, at least 1 (default: 200)")
-    parser.add_argument("--num-val", type=int, default=50, help="number of validation images (default: 50)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same files (default: 0)")
-    parser.add_argument("--min-size", type=int, default=64, help="smallest image side in pixels, at least 16 (default: 64)")
-    parser.add_argument("--max-size", type=int, default=160, help="largest image side in pixels (default: 160)")
+    parser.add_argument("--num-train", type=int, default=200, help="training images, at least 1 (default: 200)")
+    parser.add_argument("--num-val", type=int, default=50, help="validation images (default: 50)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same bytes (default: 0)")
+    parser.add_argument("--min-size", type=int, default=64, help="smallest image height/width in px, >= 16 (default: 64)")
+    parser.add_argument("--max-size", type=int, default=160, help="largest image height/width in px (default: 160)")
     return parser
 
 

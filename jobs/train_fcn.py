@@ -125,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from pipelines.training.run import run_training
 
-        outcome = run_training(config_from_args(args))
+        config = config_from_args(args)
+        try:
+            outcome = run_training(config)
+        except KeyboardInterrupt:
+            print(f"to continue after the latest checkpoint: the same command with --resume --name {config.name}",
+                  file=sys.stderr)
+            raise
         print(f"checkpoints: {outcome.run_uri}")
         print(f"best checkpoint: {outcome.best_checkpoint}")
         print("best metrics: " + ", ".join(f"{key.removeprefix('val/')}={value:.4f}"

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
-from fcn_core.synthetic import labelmap_text
+from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
 from pipelines.model_refs import resolve_model_reference
 from pipelines.errors import ConfigError, UserError

@@ -67,9 +67,15 @@ def build_trainer(
 
 
 def fit(trainer: TorchTrainer, run_uri: str) -> FitResult:
-    """Run the trainer to the end; a user error raised on a worker (bad data, ...) is re-raised as itself."""
+    """Run the trainer to the end; a user error raised on a worker (bad data, ...) is re-raised as itself.
+
+    Ctrl-C arrives as KeyboardInterrupt once Ray Train has stopped the workers.
+    """
     try:
         result = trainer.fit()
+    except SystemExit as interrupted:
+        # Ray Train's Ctrl-C handler aborts the run gracefully, then exits; it is still a Ctrl-C.
+        raise KeyboardInterrupt from interrupted
     except ray.train.TrainingFailedError as error:
         failures = getattr(error, "worker_failures", {}) or {}
         for failure in failures.values():

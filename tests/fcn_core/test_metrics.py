@@ -63,8 +63,8 @@ def test_perfect_prediction_scores_one_everywhere():
 
 def test_empty_matrix_gives_nan_not_an_error():
     confusion = ConfusionMatrix(4)
-    for value in (confusion.pixel_accuracy, confusion.mean_accuracy, confusion.mean_iu, confusion.frequency_weighted_iu):
-        assert math.isnan(value)
+    metrics = (confusion.pixel_accuracy, confusion.mean_accuracy, confusion.mean_iu, confusion.frequency_weighted_iu)
+    assert all(math.isnan(value) for value in metrics)
 
 
 def test_update_counts_pixel_pairs_and_skips_ignore_label():

@@ -23,7 +23,8 @@ def all_files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory) -> SyntheticCorpus:
-    return generate_corpus(tmp_path_factory.mktemp("synthetic"), num_train=12, num_val=4, min_size=40, max_size=72, seed=3)
+    root = tmp_path_factory.mktemp("synthetic")
+    return generate_corpus(root, num_train=12, num_val=4, min_size=40, max_size=72, seed=3)
 
 
 def test_writes_the_voc_layout(small_corpus):

@@ -16,7 +16,7 @@ COLOURS = voc_colormap(8).astype(np.int16)
 
 
 def blocky_pair(height: int = 48, width: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """A mask of 8 x 8 blocks in classes 1..6 (never left-right symmetric) and an image painting each class its colour."""
+    """A mask of 8 x 8 blocks of classes 1..6 (not left-right symmetric) and an image painting each class its colour."""
     rng = np.random.default_rng(0)
     blocks = rng.integers(1, 7, size=(height // 8, width // 8), dtype=np.uint8)
     mask = np.kron(blocks, np.ones((8, 8), dtype=np.uint8))

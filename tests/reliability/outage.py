@@ -27,7 +27,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
 
     def start(self) -> "TcpProxy":
-        """Listen on ``self.port``; after `cut`, this restores the network."""
+        """Listen on ``self.port``; after `cut`, this restores the network (a no-op while listening)."""
+        if self._listener is not None:
+            return self
         listener = socket.create_server((LOOPBACK, self.port), backlog=128)  # sets SO_REUSEADDR
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept").start()
