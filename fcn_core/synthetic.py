@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcn_core.masks import IGNORE_INDEX, encode_mask_png, labelmap_text, voc_colormap
+from fcn_core.masks import IGNORE_INDEX, encode_mask_png, labelmap_text
 
 SYNTHETIC_CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "bar")
 
