@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--num-workers", type=int, default=_DEFAULTS["num_workers"], help="data-parallel workers")
     scale.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
                        help="one GPU per worker (default: when the cluster has GPUs)")
-    scale.add_argument("--cpus-per-worker", type=float, default=_DEFAULTS["cpus_per_worker"],
-                       help="CPUs reserved per worker; also the torch threads of a CPU worker")
+    scale.add_argument("--cpus-per-worker", type=float, default=None,
+                       help="CPUs reserved per worker, also a CPU worker's torch threads (default: 1 with GPUs; "
+                            "else the cluster's CPUs less 0.5 for data loading, shared by the workers)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"], help="passes over the training split")

@@ -16,7 +16,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from fcn_core.transforms import random_scale_crop_flip
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import raise_data_errors
+from pipelines.training.data import decode_rows
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
@@ -50,13 +50,15 @@ def augment_batch(
 
 
 class AugmentingCollate(NumpyBatchCollateFn):
-    """Turns a decoded batch into (images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop)) for one epoch."""
+    """Decodes and augments a batch of fetched pairs for one epoch: (images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop))."""
 
-    def __init__(self, config: TrainConfig, epoch: int) -> None:
+    def __init__(self, config: TrainConfig, num_classes: int, epoch: int) -> None:
         self._config = config
+        self._num_classes = num_classes
         self._epoch = epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise_data_errors(batch)
-        return augment_batch(batch, epoch=self._epoch, seed=self._config.seed, crop_size=self._config.crop_size,
+        images, masks = decode_rows(batch, self._num_classes)
+        decoded = {"image": images, "mask": masks, "image_uri": batch["image_uri"]}
+        return augment_batch(decoded, epoch=self._epoch, seed=self._config.seed, crop_size=self._config.crop_size,
                              scale_range=self._config.scale_range)

@@ -13,6 +13,7 @@ works on any of them. Ray Train keeps the best ones by validation mean IU plus t
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +108,13 @@ def latest_checkpoint(run_uri: str) -> str | None:
     last moments before a crash may be on storage without Ray having registered it.
     """
     filesystem, path = ray_storage(run_uri)
+    ray_train_logger = logging.getLogger("ray.train")
+    level = ray_train_logger.level
+    ray_train_logger.setLevel(logging.WARNING)  # reading the record logs a paragraph about resuming
     try:
         result = ray.train.Result.from_path(path, storage_filesystem=filesystem)
     except RuntimeError:  # no run directory, or no checkpoint registered in it yet
         return None
+    finally:
+        ray_train_logger.setLevel(level)
     return None if result.checkpoint is None else checkpoint_uri(run_uri, result.checkpoint)

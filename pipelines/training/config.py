@@ -1,7 +1,7 @@
 """The resolved configuration of one training run: saved as an MLflow artifact and inside every checkpoint.
 
 The defaults are a recipe that trains the synthetic corpus (``jobs/generate_corpus.py``) well on a
-laptop CPU in minutes: a quarter-width VGG16 FCN-8s from scratch with AdamW. The paper's recipe
+laptop CPU in minutes: FCN-8s on VGG16 at 1/8 width from scratch, AdamW, small batches. The paper's recipe
 for PASCAL VOC is spelled out in ``PAPER_RECIPE`` and in ``jobs/train_fcn.py --help``.
 """
 from __future__ import annotations
@@ -43,21 +43,21 @@ class TrainConfig:
     variant: str = "fcn8s"
     backbone: str = "vgg16"
     backbone_weights: str = NO_WEIGHTS  # "imagenet", a state-dict path, or "none" (train from scratch)
-    width_multiplier: float = 0.25
+    width_multiplier: float = 0.125
     alignment: str = "compact"
     dropout: float = 0.5
     init_from: str | None = None  # checkpoint or model reference of the previous stage (32s -> 16s -> 8s)
 
     num_workers: int = 1
     use_gpu: bool | None = None  # None: use GPUs when the cluster has any
-    cpus_per_worker: float = 1.0  # also the torch thread count of a CPU worker (rounded up)
+    cpus_per_worker: float | None = None  # also a CPU worker's torch threads (rounded up); None: see trainer
 
     epochs: int = 30
-    batch_size: int = 8  # per worker; the global batch is batch_size * num_workers
+    batch_size: int = 4  # per worker; the global batch is batch_size * num_workers
     crop_size: int = 96
     scale_range: tuple[float, float] = (0.75, 1.25)
     optimizer: str = "adamw"
-    lr: float = 2e-3
+    lr: float = 3e-3
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
     lr_schedule: str = "poly"
@@ -91,7 +91,8 @@ class TrainConfig:
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _positive("--width-multiplier", self.width_multiplier)
         _positive("--lr", self.lr)
-        _positive("--cpus-per-worker", self.cpus_per_worker)
+        if self.cpus_per_worker is not None:
+            _positive("--cpus-per-worker", self.cpus_per_worker)
         for flag, value in (("--num-workers", self.num_workers), ("--epochs", self.epochs),
                             ("--batch-size", self.batch_size), ("--val-every", self.val_every),
                             ("--keep-checkpoints", self.keep_checkpoints)):

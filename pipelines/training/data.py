@@ -1,19 +1,17 @@
-"""Ray datasets of decoded image/mask pairs for training, and how they are shared out to workers.
+"""Ray datasets of labelled pairs for training, and how they are shared out to workers.
 
-Reading and decoding run as Ray Data tasks on the cluster's CPUs, streaming ahead of the workers;
-augmentation runs in each worker's prefetch threads (`augment.AugmentingCollate`), where the epoch is known.
+Ray Data lists and fetches the bytes of image/mask pairs on the cluster, streaming ahead of the
+workers; each worker decodes and augments its pairs in the prefetch threads of its shard iterator
+(`augment.AugmentingCollate`), overlapping the training steps. Compressed bytes are a fraction of
+the decoded pixels, so this moves the least data between processes (`benchmarks/train_throughput.py`
+measured it faster than decoding in separate Ray Data tasks), and a bad pair raises `LabelError` in
+the worker itself, which reaches the driver intact so the job can print the one line naming the file.
+
 The training split is divided into equal shares (DDP needs every worker to take the same number of
 steps, so up to `num_workers - 1` pairs sit out an epoch); the validation split is divided without
 dropping a single image, so the metrics cover all of it.
-
-A pair that cannot be used (mask size, label out of range, unreadable bytes) becomes a row with an
-`error` message, which the worker raises as `LabelError` when it reaches it: an exception raised
-inside a Ray Data task reaches the driver only as text, while one raised by the worker itself
-arrives intact, so the job can print the one line that names the file.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import ray.data
@@ -25,49 +23,33 @@ from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair,
 from pipelines.training.config import TrainConfig
 
 TRAIN, VAL = "train", "val"  # the names of the Ray datasets the training loop reads
-DECODE_BATCH_ROWS = 16
+DATA_CPUS = 0.5  # CPUs of a cluster left to the read tasks when sizing CPU workers
 LABELMAP_NAME = "labelmap.txt"
-_NO_IMAGE, _NO_MASK = np.zeros((0, 0, 3), dtype=np.uint8), np.zeros((0, 0), dtype=np.uint8)
 
 
-def decode_pairs(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
-    """Decode labelled rows into `image` uint8 (H, W, 3), `mask` uint8 (H, W) and `error` (None or a message)."""
-    images, masks, errors = [], [], []
+def decode_rows(batch: dict[str, np.ndarray], num_classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Images uint8 (H, W, 3) and masks uint8 (H, W) of a batch of fetched pairs.
+
+    Raises `LabelError` naming the file for a pair that could not be fetched, does not decode, has
+    a mask of another size than its image, or a class index outside [0, num_classes) other than 255.
+    """
+    images, masks = [], []
     for image_uri, mask_uri, image_bytes, mask_bytes, fetch_error in zip(
             batch["image_uri"], batch["mask_uri"], batch["image_bytes"], batch["mask_bytes"], batch["error"]):
         try:
             image, mask = decode_labelled_pair(image_bytes, mask_bytes, num_classes=num_classes,
                                                image_uri=image_uri, mask_uri=mask_uri)
         except LabelError as error:
-            image, mask = _NO_IMAGE, _NO_MASK
-            errors.append(f"{error} ({fetch_error})" if fetch_error else str(error))
-        else:
-            errors.append(None)
+            # Good rows hold None or nan in `error`, depending on the block format.
+            raise LabelError(f"{error} ({fetch_error})" if isinstance(fetch_error, str) else str(error)) from None
         images.append(image)
         masks.append(mask)
-    return {"image_uri": batch["image_uri"], "image": _ragged(images), "mask": _ragged(masks),
-            "error": np.array(errors, dtype=object)}
+    return images, masks
 
 
-def raise_data_errors(batch: dict[str, np.ndarray]) -> None:
-    """Raise `LabelError` with the first error of a decoded batch, if it has one."""
-    for error in batch["error"]:
-        if isinstance(error, str) and error:  # good rows come back as None or nan, depending on the block format
-            raise LabelError(error)
-
-
-def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """An object array holding arrays of different shapes, the way Ray Data stores variable-size tensors."""
-    holder = np.empty(len(arrays), dtype=object)
-    holder[:] = arrays
-    return holder
-
-
-def read_split(config: TrainConfig, split: str, num_classes: int) -> ray.data.Dataset:
-    """The decoded pairs of one split of `config.data`; a missing mask is a LabelError right here."""
-    labelled = read_labelled(LabelledSource(config.data, config.layout, split))
-    return labelled.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes}, batch_size=DECODE_BATCH_ROWS,
-                                batch_format="numpy")
+def read_split(config: TrainConfig, split: str) -> ray.data.Dataset:
+    """The fetched pairs of one split of `config.data`; a missing mask is a LabelError right here."""
+    return read_labelled(LabelledSource(config.data, config.layout, split))
 
 
 def class_names_of(config: TrainConfig) -> list[str]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import io
 import math
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 import ray
 import ray.train
 import ray.train.torch
@@ -32,7 +32,7 @@ from pipelines.tracking import DisabledRun, TrackedRun
 from pipelines.training.augment import AugmentingCollate
 from pipelines.training.checkpoints import Restored, epoch_dir_name, read_epoch_checkpoint, write_epoch_checkpoint
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import TRAIN, VAL, raise_data_errors
+from pipelines.training.data import TRAIN, VAL, decode_rows
 from pipelines.training.optimization import build_optimizer, build_scheduler
 
 SCORE_METRIC = "val/mean_iu"  # Ray Train keeps the best checkpoints by this
@@ -46,7 +46,7 @@ class LoopSettings:
 
     config: TrainConfig
     class_names: list[str]
-    initial_model: ray.ObjectRef  # bytes of an fcn_core checkpoint: the weights to start from
+    initial_model: ray.ObjectRef | None  # bytes of an fcn_core checkpoint to start from; None when resuming
     resolved_config: dict[str, Any]  # saved in every checkpoint (holds the MLflow run id for --resume)
     run: TrackedRun | DisabledRun
 
@@ -61,6 +61,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, math.ceil(config.cpus_per_worker)))
 
     restored = _restore_latest()
+    if restored is None and settings.initial_model is None:
+        raise RuntimeError("--resume found a checkpoint, but Ray Train handed the workers none to restore")
     loaded = restored.loaded if restored else load_checkpoint(io.BytesIO(ray.get(settings.initial_model)))
     model, normalization = loaded.model, loaded.normalization
     start_epoch = restored.epoch + 1 if restored else 0
@@ -81,17 +83,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             torch.manual_seed(epoch_seed)
             metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             batches = ray.train.get_dataset_shard(TRAIN).iter_torch_batches(
-                batch_size=config.batch_size, collate_fn=AugmentingCollate(config, epoch),
+                batch_size=config.batch_size, collate_fn=AugmentingCollate(config, len(settings.class_names), epoch),
                 local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * config.batch_size, local_shuffle_seed=epoch_seed,
                 prefetch_batches=PREFETCH_BATCHES, pin_memory=device.type == "cuda",
             )
-            metrics["train/loss"] = train_one_epoch(replica, optimizer, batches, normalization, device,
-                                                  amp=config.amp)
+            started = time.perf_counter()
+            metrics["train/loss"], images = train_one_epoch(replica, optimizer, batches, normalization, device,
+                                                            amp=config.amp)
+            metrics["train/images_per_s"] = images / (time.perf_counter() - started)
             scheduler.step()
             confusion = None
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-                confusion = evaluate(model, validation_pairs(ray.train.get_dataset_shard(VAL)), normalization,
-                                     len(settings.class_names), device)
+                confusion, metrics["val/loss"] = evaluate(
+                    model, validation_pairs(ray.train.get_dataset_shard(VAL), len(settings.class_names)), normalization,
+                    len(settings.class_names), device)
                 metrics.update({f"val/{key}": value for key, value in confusion.summary(settings.class_names).items()})
             _report(epoch, metrics, confusion, model, optimizer, scheduler, settings, rank)
     finally:
@@ -116,11 +121,11 @@ def train_one_epoch(
     device: torch.device,
     *,
     amp: bool = False,
-) -> float:
+) -> tuple[float, int]:
     """One pass over this worker's batches (images uint8 (N, h, w, 3), masks int64 (N, h, w)).
 
-    Returns the epoch's loss averaged over every valid pixel of every worker. `amp`: bfloat16
-    autocast, on CUDA only.
+    Returns the epoch's loss averaged over every valid pixel of every worker, and the number of
+    images all workers trained on. `amp`: bfloat16 autocast, on CUDA only.
 
     Each worker's loss is its sum over valid pixels divided by the valid pixels of the whole global
     batch (times the world size, which DDP's gradient averaging divides out again). So the step is
@@ -128,7 +133,7 @@ def train_one_epoch(
     """
     replica.train()
     world_size = dist.get_world_size() if dist.is_initialized() else 1
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels, images)
     for images, masks in batches:
         images = normalize_image(images.to(device, non_blocking=True), normalization)  # (N, 3, crop, crop)
         masks = masks.to(device, non_blocking=True)  # (N, crop, crop)
@@ -142,17 +147,17 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         (loss * (valid * world_size / global_valid.clamp(min=1)).to(loss.dtype)).backward()
         optimizer.step()
-        totals += torch.stack([loss.detach().to(torch.float64) * valid, valid])
+        totals += torch.stack([loss.detach().to(torch.float64) * valid, valid, valid.new_tensor(len(masks))])
     if world_size > 1:
         dist.all_reduce(totals)
-    return float(totals[0] / totals[1].clamp(min=1))
+    return float(totals[0] / totals[1].clamp(min=1)), int(totals[2])
 
 
-def validation_pairs(shard: ray.data.DataIterator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def validation_pairs(shard: ray.data.DataIterator, num_classes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image uint8 (H, W, 3), mask uint8 (H, W)) for each validation image of this worker's share."""
     for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES):
-        raise_data_errors(batch)
-        yield batch["image"][0], batch["mask"][0]
+        images, masks = decode_rows(batch, num_classes)
+        yield images[0], masks[0]
 
 
 @torch.inference_mode()
@@ -162,20 +167,25 @@ def evaluate(
     normalization: Normalization,
     num_classes: int,
     device: torch.device,
-) -> ConfusionMatrix:
-    """Confusion matrix of `model` over `pairs` at full resolution, summed over all workers.
+) -> tuple[ConfusionMatrix, float]:
+    """Confusion matrix and mean per-pixel loss of `model` over `pairs` at full resolution, over all workers.
 
     Images go one at a time: they differ in size, and the paper scores whole images, not crops.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels)
     for image, mask in pairs:
-        # torch.tensor copies: arrays from Ray's object store are read-only.
-        prediction = model(normalize_image(torch.tensor(image, device=device), normalization)).argmax(dim=1)[0]
-        confusion.update(prediction, torch.tensor(mask, device=device))  # (H, W) each
+        target = torch.from_numpy(mask).to(device).long()  # (H, W)
+        logits = model(normalize_image(torch.from_numpy(image).to(device), normalization))  # (1, C, H, W)
+        valid = (target != IGNORE_INDEX).sum().to(torch.float64)
+        totals += torch.stack([segmentation_loss(logits, target[None]).to(torch.float64) * valid, valid])
+        confusion.update(logits.argmax(dim=1)[0], target)
     confusion.all_reduce()
+    if dist.is_initialized():
+        dist.all_reduce(totals)
     model.train()
-    return confusion
+    return confusion, float(totals[0] / totals[1].clamp(min=1))
 
 
 def _report(

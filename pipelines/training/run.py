@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
-import numpy as np
 import ray
 import torch
 
@@ -28,10 +27,10 @@ from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray
 from pipelines.training.checkpoints import VALIDATION_FILE, latest_checkpoint
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
-from pipelines.training.data import TRAIN, VAL, class_names_of, read_split
+from pipelines.training.data import TRAIN, VAL, class_names_of, decode_rows, read_split
 from pipelines.training.loop import LoopSettings
 from pipelines.training.reporting import class_iu_figure, confusion_matrix_figure, prediction_panel
-from pipelines.training.trainer import FitResult, build_trainer, cluster_has_gpus, fit
+from pipelines.training.trainer import FitResult, build_trainer, fit, resolve_resources
 
 CANDIDATE_ALIAS = "candidate"
 NUM_OVERLAYS = 4
@@ -57,22 +56,22 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     previous_run_id = _check_resume(config, run_uri)
     class_names = class_names_of(config)
     connect_ray()
-    train, val = read_split(config, TRAIN, len(class_names)), read_split(config, VAL, len(class_names))
-    use_gpu = cluster_has_gpus() if config.use_gpu is None else config.use_gpu
+    train, val = read_split(config, TRAIN), read_split(config, VAL)
+    config = resolve_resources(config)
+    # A resumed run continues from its checkpoint; a new one needs the weights to start from.
+    initial = None if config.resume else ray.put(_checkpoint_bytes(initial_model(config, class_names, log=log),
+                                                                   class_names))
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
 
     with _open_run(settings, config, previous_run_id) as run:
-        resolved = {"training": config.to_dict(), "class_names": class_names, "use_gpu": use_gpu,
-                    "mlflow_run_id": run.run_id, "experiment": config.experiment, "ray_version": ray.__version__,
-                    "torch_version": str(torch.__version__)}
+        resolved = {"training": config.to_dict(), "class_names": class_names, "mlflow_run_id": run.run_id,
+                    "ray_version": ray.__version__, "torch_version": str(torch.__version__)}
         run.log_dict(resolved, "config/resolved_config.json")
-        model = initial_model(config, class_names, log=log)
-        loop_settings = LoopSettings(config=config, class_names=class_names,
-                                     initial_model=ray.put(_checkpoint_bytes(model, class_names, resolved)),
+        loop_settings = LoopSettings(config=config, class_names=class_names, initial_model=initial,
                                      resolved_config=resolved, run=run)
-        log(f"training {config.variant} on {config.num_workers} {'GPU' if use_gpu else 'CPU'} worker(s); "
-            f"checkpoints under {run_uri}")
-        result = fit(build_trainer(loop_settings, use_gpu=use_gpu, train=train, val=val), run_uri)
+        log(f"training {config.variant} on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s) "
+            f"of {config.cpus_per_worker:g} CPUs; checkpoints under {run_uri}")
+        result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
         log(f"best checkpoint {result.best_checkpoint}: "
             f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
         model_uri = alias_uri = None
@@ -140,9 +139,10 @@ def initial_model(config: TrainConfig, class_names: list[str], *, log: Callable[
     return model
 
 
-def _checkpoint_bytes(model: FCN, class_names: list[str], resolved: dict[str, Any]) -> bytes:
+def _checkpoint_bytes(model: FCN, class_names: list[str]) -> bytes:
+    """The model as fcn_core checkpoint bytes: workers load them weights-only, as they load any checkpoint."""
     buffer = io.BytesIO()
-    save_checkpoint(buffer, model, class_names=class_names, step=0, config=resolved)
+    save_checkpoint(buffer, model, class_names=class_names)
     return buffer.getvalue()
 
 
@@ -161,7 +161,6 @@ def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[s
             run.log_dict(record, "plots/validation.json")
         best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
                                                                 download_dir=directory).checkpoint_path)
-        for index, row in enumerate(val.take(NUM_OVERLAYS)):
-            # Copies: arrays from Ray's object store are read-only.
-            panel = prediction_panel(best.model, best.normalization, np.array(row["image"]), np.array(row["mask"]))
-            run.log_image(panel, f"predictions/val_{index}.png")
+        images, masks = decode_rows(val.take_batch(NUM_OVERLAYS, batch_format="numpy"), len(class_names))
+        for index, (image, mask) in enumerate(zip(images, masks)):
+            run.log_image(prediction_panel(best.model, best.normalization, image, mask), f"predictions/val_{index}.png")

@@ -6,6 +6,7 @@ both a worker group restarted after a failure (up to ``--max-failures`` times) a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,29 +19,40 @@ from ray.train.torch import TorchTrainer
 from pipelines.job_runner import find_user_error
 from pipelines.training.checkpoints import checkpoint_uri, ray_storage
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import TRAIN, VAL, SegmentationDataConfig
+from pipelines.training.data import DATA_CPUS, TRAIN, VAL, SegmentationDataConfig
 from pipelines.training.loop import SCORE_METRIC, LoopSettings, train_loop_per_worker
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """Where the checkpoints of a finished run are (checkpoint.pt URIs) and what they scored."""
+    """The checkpoint a finished run is best remembered by (a checkpoint.pt URI) and what it scored."""
 
     best_checkpoint: str  # best validation mean IU (the latest when no epoch was validated)
     best_metrics: dict[str, Any]
-    latest_checkpoint: str
-    latest_metrics: dict[str, Any]
 
 
-def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) >= 1
+def resolve_resources(config: TrainConfig) -> TrainConfig:
+    """`config` with `use_gpu` and `cpus_per_worker` filled in from the cluster where left to auto.
+
+    GPU workers hold one GPU and one CPU. CPU workers share the cluster's CPUs but `DATA_CPUS`,
+    which stay free for Ray Data's read and decode tasks, and no worker asks for more than a node
+    has: on a 2-CPU machine one worker gets 1.5 CPUs, so 2 torch threads, and decoding interleaves
+    with the training steps.
+    """
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1 if config.use_gpu is None else config.use_gpu
+    cpus = config.cpus_per_worker
+    if cpus is None and use_gpu:
+        cpus = 1.0
+    elif cpus is None:
+        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        cpus = max(1.0, min(max(nodes) - DATA_CPUS, (sum(nodes) - DATA_CPUS) / config.num_workers))
+    return dataclasses.replace(config, use_gpu=use_gpu, cpus_per_worker=cpus)
 
 
-def build_trainer(
-    settings: LoopSettings, *, use_gpu: bool, train: ray.data.Dataset, val: ray.data.Dataset
-) -> TorchTrainer:
-    """A TorchTrainer for `settings.config`: DDP over gloo (CPU) or NCCL (GPU), checkpoints on the storage path."""
+def build_trainer(settings: LoopSettings, *, train: ray.data.Dataset, val: ray.data.Dataset) -> TorchTrainer:
+    """A TorchTrainer for `settings.config` (resources resolved): DDP over gloo (CPU) or NCCL (GPU)."""
     config = settings.config
+    use_gpu = bool(config.use_gpu)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     filesystem, path = ray_storage(config.storage_path)
     run_config = ray.train.RunConfig(
@@ -91,6 +103,4 @@ def fit(trainer: TorchTrainer, run_uri: str) -> FitResult:
     # Ties go to the later epoch: same score, more training.
     best, best_metrics = max(scored, key=lambda item: (item[1][SCORE_METRIC], item[1]["epoch"])) if scored else (
         result.checkpoint, result.metrics)
-    return FitResult(best_checkpoint=checkpoint_uri(run_uri, best), best_metrics=dict(best_metrics),
-                     latest_checkpoint=checkpoint_uri(run_uri, result.checkpoint),
-                     latest_metrics=dict(result.metrics))
+    return FitResult(best_checkpoint=checkpoint_uri(run_uri, best), best_metrics=dict(best_metrics))

@@ -147,7 +147,9 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_last_checkp
     resumed = [metric.value for metric in tracking.get_metric_history(run_id, "resumed_at_epoch")]
     # Restarted after a checkpoint at least as recent as the one registered when the worker died.
     assert len(resumed) == 1 and registered + 1 <= resumed[0] <= 3
-    assert set(_steps(tracking, run_id, "train/loss")) == {0, 1, 2, 3}
+    steps = _steps(tracking, run_id, "train/loss")
+    assert set(steps) == {0, 1, 2, 3}
+    assert all(steps.count(epoch) == 1 for epoch in range(registered + 1)), steps  # not restarted from zero
     assert checkpoint.training_state["epoch"] == 3
 
 
@@ -187,7 +189,11 @@ def test_an_interrupted_run_resumes_at_the_next_epoch_in_the_same_mlflow_run(
     assert len(run_ids) == 1
     run_id = run_ids.pop()
     assert [m.value for m in tracking.get_metric_history(run_id, "resumed_at_epoch")] == [interrupted_at + 1]
-    assert _steps(tracking, run_id, "train/loss") == [0, 1, 2, 3]
+    # Epochs up to the checkpoint were trained once; the ones the interrupted run did not get to
+    # checkpoint were trained (and logged) again after resuming.
+    steps = _steps(tracking, run_id, "train/loss")
+    assert set(steps) == {0, 1, 2, 3}
+    assert all(steps.count(epoch) == 1 for epoch in range(interrupted_at + 1))
     assert tracking.get_run(run_id).info.status == "FINISHED"
 
 
@@ -238,8 +244,10 @@ def test_one_and_two_workers_reach_the_same_metrics_with_the_same_global_batch(r
         assert train_fcn.main(argv) == 0
         latest = _epochs_on_storage(str(tmp_path / name))[2]
         metrics[workers] = load_checkpoint(str(latest)).metrics
+    print({workers: {key: round(values[key], 5) for key in (*PAPER_METRICS, "val/loss")} for workers, values in metrics.items()})
     for key in PAPER_METRICS:
         assert metrics[1][key] == pytest.approx(metrics[2][key], abs=0.03), key
+    assert metrics[1]["val/loss"] == pytest.approx(metrics[2]["val/loss"], rel=0.02)
 
 
 def test_refusals_are_one_line_before_any_training(tmp_path, synthetic_corpus, capsys):
@@ -259,3 +267,14 @@ def test_help_explains_defaults_and_the_docstring_shows_both_ways_to_run():
     assert "(default: fcn8s)" in text and "--register-as" in text and "--backbone-weights" in text
     assert "python jobs/train_fcn.py --data" in train_fcn.__doc__
     assert "ray job submit" in train_fcn.__doc__
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_workers_on_two_nodes_train_together(ray_two_nodes, synthetic_corpus, tmp_path):
+    # 3 CPUs per worker on 4-CPU nodes: the two workers cannot share a node.
+    argv = ["--data", str(synthetic_corpus.root), "--num-workers", "2", "--epochs", "1", *TINY,
+            "--cpus-per-worker", "3", "--storage-path", str(tmp_path), "--name", "two-nodes", "--no-tracking"]
+    assert train_fcn.main(argv) == 0
+    checkpoint = load_checkpoint(str(_epochs_on_storage(str(tmp_path / "two-nodes"))[0]))
+    assert checkpoint.config["training"]["num_workers"] == 2 and checkpoint.training_state["epoch"] == 0

@@ -38,6 +38,12 @@ def test_s3_uses_the_endpoint_from_the_environment_and_caches_per_setting(monkey
     assert second is not first and second.endpoint_url == "http://127.0.0.1:2"
 
 
+def test_object_keys_stay_literal_while_local_paths_are_normalised():
+    # ".." is an ordinary part of an S3 key; on a filesystem it means the parent folder.
+    assert storage.resolve("s3://bucket/a/../b c/ü.jpg")[1] == "bucket/a/../b c/ü.jpg"
+    assert storage.resolve("/data/a/../b.jpg")[1] == "/data/b.jpg"
+
+
 def test_other_fsspec_protocols_resolve_through_fsspec():
     filesystem, path = storage.resolve("memory://corpus/a.jpg")
     assert "memory" in filesystem.protocol and path == "/corpus/a.jpg"
@@ -167,6 +173,7 @@ def test_wrong_credentials_are_one_line_that_never_shows_the_secret(s3_server, b
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_unreachable_endpoint_fails_after_retries_with_the_endpoint_named(monkeypatch):
     from infra.local.services import free_port
 

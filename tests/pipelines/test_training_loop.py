@@ -1,4 +1,5 @@
 """The per-worker training step and evaluation, without Ray: one process, and two over gloo."""
+import math
 import os
 
 import numpy as np
@@ -32,7 +33,9 @@ def _global_batch():
 
 def _sgd_step(replica, normalization, batches):
     optimizer = torch.optim.SGD(replica.parameters(), lr=0.5)
-    return train_one_epoch(replica, optimizer, batches, normalization, CPU)
+    loss, images = train_one_epoch(replica, optimizer, batches, normalization, CPU)
+    assert images == 4  # every worker's images, counted once
+    return loss
 
 
 def _ddp_worker(rank, world_size, directory):
@@ -69,9 +72,10 @@ def test_loss_is_the_mean_over_valid_pixels_of_the_epoch():
     halves = [(images[:2], masks[:2]), (images[2:], masks[2:])]
     per_batch = []
     for batch in halves:
-        per_batch.append(train_one_epoch(model, optimizer, [batch], model.normalization, CPU))
+        per_batch.append(train_one_epoch(model, optimizer, [batch], model.normalization, CPU)[0])
     valid = [int((m != IGNORE_INDEX).sum()) for _, m in halves]
-    whole = train_one_epoch(model, optimizer, halves, model.normalization, CPU)
+    whole, images = train_one_epoch(model, optimizer, halves, model.normalization, CPU)
+    assert images == 4
     assert whole == pytest.approx(np.average(per_batch, weights=valid), rel=1e-6)
 
 
@@ -80,6 +84,7 @@ def test_evaluate_scores_whole_images_of_any_size():
     rng = np.random.default_rng(3)
     pairs = [(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w), dtype=np.uint8))
              for h, w in ((17, 40), (64, 23))]
-    confusion = evaluate(model, pairs, model.normalization, 3, CPU)
+    confusion, loss = evaluate(model, pairs, model.normalization, 3, CPU)
     assert int(confusion.matrix.sum()) == 17 * 40 + 64 * 23
+    assert loss == pytest.approx(math.log(3), rel=1e-3)  # zero-initialised score layers: uniform over 3 classes
     assert model.training  # handed back ready to train

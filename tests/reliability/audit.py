@@ -27,6 +27,7 @@ class OutputAudit:
     unexpected: list[str]  # rows for URIs that were not inputs
     missing_masks: list[str]  # ok rows whose mask is absent, unreadable or of the wrong size
     orphan_masks: list[str]  # mask objects no row points to
+    shared_masks: list[str]  # masks that more than one row points to (one image's mask overwrote another's)
     unreadable: list[str]  # part files or other objects a reader would choke on
     escaped: list[str]  # objects written outside the output prefix (when a parent was audited)
     summary: dict | None
@@ -41,12 +42,44 @@ class OutputAudit:
         """Every broken promise, by kind; empty when the output is exactly right."""
         found = {"lost": self.lost, "duplicated": self.duplicated, "unexpected": self.unexpected,
                  "missing_masks": self.missing_masks, "orphan_masks": self.orphan_masks,
-                 "unreadable": self.unreadable, "escaped": self.escaped}
+                 "shared_masks": self.shared_masks, "unreadable": self.unreadable, "escaped": self.escaped}
         return {kind: items[:10] for kind, items in found.items() if items}
 
 
 def _path(uri: str) -> str:
+    """A row's URI as a path of the audit's filesystem (``s3://b/k`` -> ``b/k``; local paths as they are)."""
     return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+def _read_rows(fs: fsspec.AbstractFileSystem, parts: list[str]) -> tuple[list[dict], list[str]]:
+    """Every row of the part files, and the part files that could not be read."""
+    rows, unreadable = [], []
+    for path in parts:
+        try:
+            with fs.open(path, "rb") as handle:
+                rows += pq.read_table(handle).to_pylist()
+        except Exception as error:  # noqa: BLE001 - any unreadable part is a finding
+            unreadable.append(f"{path}: {error}")
+    return rows, unreadable
+
+
+def _bad_masks(fs: fsspec.AbstractFileSystem, rows: list[dict], masks: set[str]) -> list[str]:
+    """The ok rows whose mask is absent, undecodable or not of the row's height and width."""
+    paths = [_path(row["mask_uri"]) for row in rows if row["status"] == "ok"]
+    contents = fs.cat([path for path in paths if path in masks]) if paths else {}
+    bad = []
+    for row, path in zip((row for row in rows if row["status"] == "ok"), paths):
+        if path not in contents:
+            bad.append(f"{path}: absent")
+            continue
+        try:
+            shape = decode_mask_png(contents[path]).shape
+        except Exception as error:  # noqa: BLE001 - an undecodable mask is a finding
+            bad.append(f"{path}: {type(error).__name__} {error}")
+            continue
+        if shape != (row["height"], row["width"]):
+            bad.append(f"{path}: mask {shape} for a {row['height']}x{row['width']} image")
+    return bad
 
 
 def audit_output(fs: fsspec.AbstractFileSystem, output: str, inputs: list[str], *, scope: str | None = None,
@@ -59,44 +92,25 @@ def audit_output(fs: fsspec.AbstractFileSystem, output: str, inputs: list[str], 
     """
     output = output.rstrip("/")
     files = sorted(fs.find(output)) if fs.exists(output) else []
-    rows: list[dict] = []
-    unreadable = [path for path in files if posixpath.basename(path).startswith(".")]  # leftover temp files
-    for path in files:
-        if path.startswith(f"{output}/stats/") and path.endswith(".parquet"):
-            try:
-                with fs.open(path, "rb") as handle:
-                    rows += pq.read_table(handle).to_pylist()
-            except Exception as error:  # noqa: BLE001 - any unreadable part is a finding
-                unreadable.append(f"{path}: {error}")
-    per_uri = collections.Counter(row["image_uri"] for row in rows)
+    parts = [path for path in files if path.startswith(f"{output}/stats/") and path.endswith(".parquet")]
+    rows, unreadable = _read_rows(fs, parts)
+    # What a killed local writer leaves behind (`storage.open_atomic`: ".NAME.RANDOM.tmp").
+    unreadable += [path for path in files if posixpath.basename(path).startswith(".") and path.endswith(".tmp")]
     masks = {path for path in files if path.startswith(f"{output}/masks/")}
-    claimed = {_path(row["mask_uri"]) for row in rows if row["mask_uri"]}
-    missing = []
-    wanted = [row for row in rows if row["status"] == "ok"]
-    contents = fs.cat([_path(row["mask_uri"]) for row in wanted if _path(row["mask_uri"]) in masks]) if wanted else {}
-    for row in wanted:
-        path = _path(row["mask_uri"])
-        try:
-            mask = decode_mask_png(contents[path])
-            if mask.shape != (row["height"], row["width"]):
-                missing.append(f"{path}: mask {mask.shape} for a {row['height']}x{row['width']} image")
-        except Exception as error:  # noqa: BLE001 - absent (KeyError) or undecodable
-            missing.append(f"{path}: {type(error).__name__} {error}")
+    per_uri = collections.Counter(row["image_uri"] for row in rows)
+    claims = collections.Counter(_path(row["mask_uri"]) for row in rows if row["mask_uri"])
     summary_path = f"{output}/summary.json"
-    summary = json.loads(fs.cat(summary_path)) if summary_path in files else None
-    escaped = []
-    if scope is not None:
-        escaped = [path for path in fs.find(scope.rstrip("/"))
-                   if not path.startswith(f"{output}/") and path not in preexisting]
-    expected = set(inputs)
+    escaped = [] if scope is None else [path for path in fs.find(scope.rstrip("/"))
+                                        if not path.startswith(f"{output}/") and path not in preexisting]
     return OutputAudit(
         inputs=len(inputs), rows=rows,
-        lost=sorted(expected - set(per_uri)),
+        lost=sorted(set(inputs) - set(per_uri)),
         duplicated=sorted(uri for uri, count in per_uri.items() if count > 1),
-        unexpected=sorted(set(per_uri) - expected),
-        missing_masks=missing,
-        orphan_masks=sorted(masks - claimed),
+        unexpected=sorted(set(per_uri) - set(inputs)),
+        missing_masks=_bad_masks(fs, rows, masks),
+        orphan_masks=sorted(masks - set(claims)),
+        shared_masks=sorted(path for path, count in claims.items() if count > 1),
         unreadable=unreadable,
         escaped=escaped,
-        summary=summary,
+        summary=json.loads(fs.cat(summary_path)) if summary_path in files else None,
     )

@@ -18,15 +18,22 @@ REPORT_ENV = "FCN_FAULT_REPORT"
 _records: dict[str, dict] = {}
 
 
+KINDS = ("fault", "input", "security")
+
+
 @pytest.fixture
 def fault_report(request):
-    """``record(scenario, fault, audit=None, exit_codes=(), **details)``: this test's figures."""
-    def record(scenario: str, fault: str, audit: OutputAudit | None = None, exit_codes=(), **details) -> None:
+    """``record(kind, scenario, audit=None, exit_codes=(), detail="")``: this test's figures.
+
+    ``kind`` is one of `KINDS`; ``audit`` supplies the image counts (inputs, rows, lost, duplicated)
+    and the broken promises it found; ``detail`` is one short line for the table.
+    """
+    def record(kind: str, scenario: str, audit: OutputAudit | None = None, exit_codes=(), detail: str = "") -> None:
+        assert kind in KINDS, kind
         _records[request.node.nodeid] = {
-            "test": request.node.nodeid, "scenario": scenario, "fault": fault, "exit_codes": list(exit_codes),
-            **(audit.counts if audit is not None else {}),
-            "problems": {kind: len(items) for kind, items in audit.problems().items()} if audit else {},
-            **details,
+            "test": request.node.nodeid, "kind": kind, "scenario": scenario, "exit_codes": list(exit_codes),
+            "detail": detail, **(audit.counts if audit is not None else {}),
+            "problems": {name: len(items) for name, items in audit.problems().items()} if audit else {},
         }
     return record
 

@@ -8,13 +8,12 @@ purpose. Keys with ``.``/``..`` segments cannot be stored on SeaweedFS (it refus
 """
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from tests.pipelines.test_decode import encode, png_header_only
 
 # The job under test runs with this --max-pixels: large photos pass, the two bombs below do not.
 MAX_PIXELS = 8_000_000
@@ -26,16 +25,10 @@ class OddFile:
     data: bytes
     kind: str  # what is odd about it, for the fault report
     shape: tuple[int, int] | None = None  # (H, W) of the expected mask; None: an error row is expected
-    reason: str | None = None  # how the expected error reason starts
+    reason: str | tuple[str, ...] | None = None  # how the expected error reason starts (any of them)
 
     def __post_init__(self):
         assert (self.shape is None) != (self.reason is None), "an odd file expects a mask or an error"
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -48,15 +41,6 @@ def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
 def tiny_jpeg(seed: int, size: tuple[int, int] = (24, 32)) -> bytes:
     """A small ordinary JPEG of (H, W) = ``size``: the filler of the fault-injection corpora."""
     return encode(Image.fromarray(noise(*size, seed=seed)), "JPEG", quality=90)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height while its pixel data is a few bytes: a decompression bomb."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def _exif_rotated_jpeg() -> bytes:
@@ -83,7 +67,9 @@ def odd_files() -> list[OddFile]:
     png = encode(Image.fromarray(noise(48, 64, seed=2)), "PNG")
     sixteen_bit = (np.arange(24 * 36, dtype=np.uint32).reshape(24, 36) * 75).astype(np.uint16)
     return [
-        OddFile("broken/truncated.jpg", jpeg[: len(jpeg) // 2], "truncated JPEG", reason="corrupt JPEG data"),
+        # Where the cut lands decides whether Pillow notices while parsing or while decoding.
+        OddFile("broken/truncated.jpg", jpeg[: len(jpeg) // 2], "truncated JPEG",
+                reason=("corrupt JPEG data", "unreadable image")),
         OddFile("broken/truncated.png", png[: len(png) // 2], "truncated PNG", reason="corrupt PNG data"),
         OddFile("broken/header-only.png", png[:30], "PNG cut inside its header", reason="not a recognised image"),
         OddFile("broken/zero.jpg", b"", "zero-byte JPEG", reason="empty file"),

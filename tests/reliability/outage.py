@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 
 from infra.local.services import LOOPBACK, free_port
@@ -26,7 +27,7 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         """Listen on ``self.port``; after `cut`, this restores the network (a no-op while listening)."""
         if self._listener is not None:
             return self
@@ -44,7 +45,8 @@ class TcpProxy:
             victims, self._open = self._open, set()
             self.dropped += len(victims) // 2  # two sockets per connection
         for sock in victims:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            with contextlib.suppress(OSError):  # a pump may have closed it meanwhile
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
             _close(sock)
 
     def _accept(self, listener: socket.socket) -> None:

@@ -10,56 +10,30 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 from mlflow import MlflowClient
 
+from infra.local.services import free_port
 from jobs import segment_bucket
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
+from tests.reliability.running import ray_workers, start_segment_bucket, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-# More than two statistics part files' worth (256 rows each), so a kill can land between commits.
-DRIVER_KILL_IMAGES = 600
+# More than one statistics part file's worth (256 rows each), so the kill lands between commits.
+DRIVER_KILL_IMAGES = 400
 ACTOR_KILL_IMAGES = 60
 
 
-def _wait_for(condition, *, what: str, timeout_s: float = 600, alive=lambda: True, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        assert alive(), f"the job ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval_s)
-    return found
-
-
-def _ray_workers(*stages: str) -> list[psutil.Process]:
-    """Worker processes of the test's own Ray runtime (children of its raylet) running one of ``stages``.
-
-    Ray names a worker's process after the actor it hosts (``ray::MapWorker(MapBatches(SegmentImages))``).
-    Looked up through the process tree rather than Ray's state API, which without a dashboard may
-    answer for another Ray instance on a shared machine.
-    """
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            title = process.cmdline()[0] if process.cmdline() else ""
-        except psutil.Error:
-            continue
-        if title.startswith("ray::") and any(stage in title for stage in stages):
-            found.append(process)
-    return found
-
-
 def _corpus(s3_server, stem: str, count: int) -> tuple[str, list[str]]:
+    """A new bucket with ``count`` small JPEGs under ``in/`` (in folders of 100); returns it and their URIs."""
     bucket = unique_bucket(s3_server, stem)
     uris = put_objects(s3_server, bucket, {f"in/{index // 100:02d}/{index:04d}.jpg": tiny_jpeg(index)
                                            for index in range(count)})
@@ -71,24 +45,22 @@ def test_an_inference_actor_killed_mid_job_is_replaced_and_every_image_is_writte
     bucket, inputs = _corpus(s3_server, "actor-kill", ACTOR_KILL_IMAGES)
     argv = ["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--model", tiny_checkpoint,
             "--batch-size", "2", "--num-actors", "1", "--max-error-fraction", "0", "--no-tracking"]
-    outcome: dict[str, int] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("code", segment_bucket.main(argv)))
-    runner.start()
+    runner, outcome = start_segment_bucket(argv)
     try:
-        actor = _wait_for(lambda: next(iter(_ray_workers("SegmentImages")), None),
-                          what="an inference actor started", alive=runner.is_alive)
+        actor = wait_for(lambda: next(iter(ray_workers("SegmentImages")), None),
+                         what="an inference actor started", running=runner.is_alive)
         time.sleep(2.0)  # let it load the model and take its first batches
         assert runner.is_alive(), "the job finished before the actor could be killed"
         actor.send_signal(signal.SIGKILL)  # dies as an OOM kill would: no clean-up, no exception
         actor.wait(timeout=60)
-        replacement = _wait_for(lambda: next(iter(_ray_workers("SegmentImages")), None),
-                                what="a replacement inference actor", alive=runner.is_alive)
+        replacement = wait_for(lambda: next(iter(ray_workers("SegmentImages")), None),
+                               what="a replacement inference actor", running=runner.is_alive)
     finally:
         runner.join(timeout=900)
 
     audit = audit_output(s3_files, f"{bucket}/out", inputs)
-    fault_report("inference actor killed (SIGKILL) mid-job", "SIGKILL to the SegmentImages actor process",
-                 audit, exit_codes=[outcome.get("code")])
+    fault_report("fault", "inference actor (SegmentImages) killed with SIGKILL mid-job", audit,
+                 exit_codes=[outcome.get("code")], detail="Ray restarted the actor, the batch was retried")
     assert outcome.get("code") == 0
     assert replacement.pid != actor.pid
     assert not audit.problems(), audit.problems()
@@ -108,21 +80,22 @@ def test_a_killed_driver_then_the_same_command_completes_exactly_once(
     with open(tmp_path / "killed.log", "wb") as log:
         driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
-                      alive=lambda: driver.poll() is None)
+            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
+                     running=lambda: driver.poll() is None)
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()  # reaped: the lease's pid is gone, as after a real crash
-    _wait_for(lambda: not _ray_workers("SegmentImages", "WriteOutputs"), what="Ray to stop the dead driver's actors",
-              timeout_s=120)
+    wait_for(lambda: not ray_workers("SegmentImages", "WriteOutputs"), what="Ray to stop the dead driver's actors",
+             timeout_s=120)
 
     interrupted = audit_output(s3_files, output, inputs)
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     final = audit_output(s3_files, output, inputs)
 
-    fault_report("driver killed (SIGKILL) mid-run, same command rerun", "SIGKILL to the segment_bucket.py driver",
-                 final, exit_codes=[-signal.SIGKILL, rerun.returncode],
-                 committed_before_kill=len(interrupted.rows), orphan_masks_after_kill=len(interrupted.orphan_masks))
+    fault_report("fault", "segment_bucket.py driver killed with SIGKILL mid-run, then the same command", final,
+                 exit_codes=[-signal.SIGKILL, rerun.returncode],
+                 detail=f"{len(interrupted.rows)} rows committed before the kill, "
+                        f"{len(interrupted.orphan_masks)} uncommitted masks rewritten, no summary until the rerun")
     assert driver.returncode == -signal.SIGKILL
     # What the killed run left: committed rows only, each with its mask, and no summary.
     assert 0 < len(interrupted.rows) < DRIVER_KILL_IMAGES, "the kill did not land mid-run"
@@ -134,3 +107,26 @@ def test_a_killed_driver_then_the_same_command_completes_exactly_once(
     assert final.summary["processed_this_run"] == DRIVER_KILL_IMAGES - len(interrupted.rows)
     run = MlflowClient(mlflow_server.tracking_uri).get_run(final.summary["run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics["images"] == DRIVER_KILL_IMAGES
+
+
+def test_an_unreachable_mlflow_server_stops_the_job_before_any_work(ray_local, s3_server, s3_files, tiny_checkpoint,
+                                                                     fault_report, monkeypatch, capsys):
+    bucket, inputs = _corpus(s3_server, "no-mlflow", 4)
+    argv = ["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--model", tiny_checkpoint]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+
+    code = segment_bucket.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    written = s3_files.find(f"{bucket}/out")
+    # The documented choice: run without tracking, and say so.
+    untracked = segment_bucket.main([*argv, "--no-tracking"])
+    notice = capsys.readouterr().err
+    audit = audit_output(s3_files, f"{bucket}/out", inputs)
+
+    fault_report("fault", "MLflow server unreachable at start (then --no-tracking)", audit,
+                 exit_codes=[code, untracked], detail=f"{len(written)} objects written before the one-line error")
+    assert code == 2
+    assert len(err) == 1 and "is unreachable" in err[0] and "--no-tracking" in err[0], err
+    assert written == [], "the job wrote before checking the tracking server"
+    assert untracked == 0 and "nothing of this run is recorded in MLflow" in notice
+    assert not audit.problems(), audit.problems()

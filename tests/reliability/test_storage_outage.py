@@ -4,35 +4,40 @@ A dedicated SeaweedFS (its own data, ports and keys) sits behind a TCP proxy (``
 fresh Ray runtime is started with the job's S3 endpoint pointing at the proxy, so every request of
 the driver and of every Ray worker crosses it.
 
-* A short outage (the network cut for a few seconds, open connections dropped mid-request) is
-  ridden out by the retries with backoff of ``pipelines.storage``: the run completes, exactly once.
-* A server that stays down (SeaweedFS killed with SIGKILL) outlasts the retry budget
-  (``RetryPolicy``: 6 attempts, ~8-16 s of backoff): the job stops with one clear line and exit
-  code 2, without ``summary.json``; once the server is back, the same command completes the run.
+* A short outage (the port refuses connections for a few seconds, open connections are dropped
+  mid-request) is ridden out by the retries with backoff of ``pipelines.storage``: the run
+  completes, exactly once.
+* A server that stays down (SeaweedFS killed with SIGKILL, its port refusing connections) outlasts
+  the retry budget (``RetryPolicy``: 6 attempts with 8-16 s of backoff, each attempt being up to 3
+  botocore attempts): the job stops with one clear line and exit code 2, without ``summary.json``;
+  once the server is back, the same command completes the run.
 """
 from __future__ import annotations
 
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import ray
 
 from infra.local.services import session_members
 from jobs import segment_bucket
-from pipelines.storage import DEFAULT_RETRY
 from tests.fixtures.ray_cluster import LOGICAL_CPUS
 from tests.fixtures.s3_server import SeaweedServer, start_seaweedfs
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
 from tests.reliability.outage import TcpProxy
+from tests.reliability.running import start_segment_bucket, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 # Enough images for two statistics part files (256 rows each): the outage starts once the first is
 # committed, so it lands between commits, with masks and parts still to write.
 IMAGES = 320
@@ -53,13 +58,16 @@ class OutageStack:
                                  use_listings_cache=False, client_kwargs={"endpoint_url": self.server.endpoint_url})
 
     def kill_server(self) -> None:
-        """SIGKILL every process of the server: a crash, not a shutdown."""
+        """SIGKILL every process of the server (a crash, not a shutdown); its port now refuses connections."""
+        self.proxy.cut()  # the proxy's port stands for the server's
         for pid in session_members(self.server.pid):
             os.kill(pid, signal.SIGKILL)
         self.server.stop()  # reaps the session and removes its stray sockets
 
     def restart_server(self) -> None:
+        """Start the server again on its data and ports (SeaweedFS takes 10-25 s), then open the port."""
         self.server = self.server.restart()
+        self.proxy.start()
 
 
 @pytest.fixture(scope="module")
@@ -92,21 +100,6 @@ def outage_stack(s3_server, tmp_path_factory):
         stack.server.stop()
 
 
-def _start_job(argv: list[str]) -> tuple[threading.Thread, dict]:
-    outcome: dict[str, int] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("code", segment_bucket.main(argv)))
-    runner.start()
-    return runner, outcome
-
-
-def _wait_for_a_commit(files, output: str, runner: threading.Thread, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not files.glob(f"{output}/stats/part-*.parquet"):
-        assert runner.is_alive(), "the job ended before its first commit"
-        assert time.monotonic() < deadline, "no part file was committed in time"
-        time.sleep(0.2)
-
-
 def _corpus(stack: OutageStack, stem: str, model: str) -> tuple[str, list[str], list[str]]:
     """A new bucket of ``IMAGES`` small JPEGs; returns it, their URIs and the job's arguments."""
     bucket = unique_bucket(stack.server, stem)
@@ -119,9 +112,10 @@ def _corpus(stack: OutageStack, stem: str, model: str) -> tuple[str, list[str], 
 def test_a_short_outage_is_ridden_out_by_retries(outage_stack, tiny_checkpoint, fault_report):
     bucket, inputs, argv = _corpus(outage_stack, "short-outage", tiny_checkpoint)
     files = outage_stack.files()
-    runner, outcome = _start_job(argv)
+    runner, outcome = start_segment_bucket(argv)
     try:
-        _wait_for_a_commit(files, f"{bucket}/out", runner)
+        wait_for(lambda: files.glob(f"{bucket}/out/stats/part-*.parquet"), what="the first commit",
+                 running=runner.is_alive)
         outage_stack.proxy.cut()
         time.sleep(SHORT_OUTAGE_S)
     finally:
@@ -129,36 +123,46 @@ def test_a_short_outage_is_ridden_out_by_retries(outage_stack, tiny_checkpoint, 
         runner.join(timeout=900)
 
     audit = audit_output(files, f"{bucket}/out", inputs)
-    fault_report(f"S3 unreachable for {SHORT_OUTAGE_S:g} s mid-run", "network to S3 cut, open connections dropped",
-                 audit, exit_codes=[outcome.get("code")], dropped_connections=outage_stack.proxy.dropped)
+    fault_report("fault", f"S3 unreachable for {SHORT_OUTAGE_S:g} s mid-run", audit, exit_codes=[outcome.get("code")],
+                 detail=f"{outage_stack.proxy.dropped} open connections dropped, then refused; retries carried it")
     assert outcome.get("code") == 0
     assert not audit.problems(), audit.problems()
     assert audit.summary["ok"] == IMAGES
 
 
 def test_a_server_that_stays_down_stops_the_job_clearly_and_a_rerun_completes(
-        outage_stack, tiny_checkpoint, fault_report, capsys):
+        outage_stack, tiny_checkpoint, fault_report, tmp_path):
     bucket, inputs, argv = _corpus(outage_stack, "long-outage", tiny_checkpoint)
     files = outage_stack.files()
-    runner, outcome = _start_job(argv)
-    try:
-        _wait_for_a_commit(files, f"{bucket}/out", runner)
-        outage_stack.kill_server()
-    finally:
-        runner.join(timeout=900)
-    errors = capsys.readouterr().err.strip().splitlines()
+    # The failing run is a process of its own, as in production: it exits, and its lease dies with it.
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    with open(tmp_path / "stderr.log", "w+") as stderr:
+        job = subprocess.Popen([sys.executable, "jobs/segment_bucket.py", *argv], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_for(lambda: files.glob(f"{bucket}/out/stats/part-*.parquet"), what="the first commit",
+                     running=lambda: job.poll() is None)
+            outage_stack.kill_server()
+            killed = time.monotonic()
+            code = job.wait(timeout=900)
+            failed_after_s = time.monotonic() - killed
+        finally:
+            if job.poll() is None:
+                job.kill()
+        stderr.seek(0)
+        errors = stderr.read().strip().splitlines()
     outage_stack.restart_server()
     interrupted = audit_output(files, f"{bucket}/out", inputs)
     rerun = segment_bucket.main(argv)
     final = audit_output(files, f"{bucket}/out", inputs)
 
-    fault_report("S3 server killed (SIGKILL) and kept down, then restarted and the job rerun",
-                 "SIGKILL to SeaweedFS; down longer than the retry budget", final,
-                 exit_codes=[outcome.get("code"), rerun], committed_before_failure=len(interrupted.rows),
-                 retry_attempts=DEFAULT_RETRY.attempts)
-    assert outcome.get("code") == 2
-    message = [line for line in errors if line.startswith("error:")]
-    assert len(message) == 1 and "could not reach" in message[0] and outage_stack.proxy.url in message[0], errors
+    fault_report("fault", "S3 server killed with SIGKILL and kept down, restarted, same command", final,
+                 exit_codes=[code, rerun],
+                 detail=f"failed {failed_after_s:.0f} s after the kill with one line; "
+                        f"{len(interrupted.rows)} rows committed before")
+    assert code == 2
+    assert errors and errors[-1].startswith("error: could not reach ") and outage_stack.proxy.url in errors[-1], \
+        errors[-5:]
     assert interrupted.summary is None
     assert not (interrupted.duplicated or interrupted.missing_masks or interrupted.unreadable)
     assert rerun == 0
