@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fetch-concurrency", type=int, default=16, help="parallel GETs per corpus fetch task")
     parser.add_argument("--rows-per-block", type=int, default=64, help="objects per corpus fetch task")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each reader; the best is kept")
-    parser.add_argument("--ttfb-images", type=int, default=500, help="objects in the small time-to-first-batch prefix")
+    parser.add_argument("--ttfb-images", type=int, default=1000,
+                        help="objects in the small time-to-first-batch prefix (1000 = one full listing page)")
+    parser.add_argument("--ttfb-kib", type=int, default=8, help="approximate size of the time-to-first-batch JPEGs")
     parser.add_argument("--ttfb-factor", type=int, default=20, help="how much larger the second prefix is")
     parser.add_argument("--cpus", type=int, default=max(8, os.cpu_count() or 1),
                         help="logical CPUs of the local Ray runtime (fetch tasks mostly wait on the network)")
@@ -119,13 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         client = server.client()
         server.create_bucket(BUCKET)
-        body = make_jpeg(args.kib)
+        body, small_body = make_jpeg(args.kib), make_jpeg(args.ttfb_kib)
         small = args.ttfb_images
-        print(f"uploading {args.images} + {small} + {small * args.ttfb_factor} JPEGs of {len(body) / 1024:.0f} KiB "
-              f"to {server.endpoint_url} ...")
+        print(f"uploading {args.images} JPEGs of {len(body) / 1024:.0f} KiB and {small} + {small * args.ttfb_factor} "
+              f"of {len(small_body) / 1024:.0f} KiB to {server.endpoint_url} ...")
         keys = upload(client, "throughput", args.images, body)
-        upload(client, "ttfb-small", small, body)
-        upload(client, "ttfb-large", small * args.ttfb_factor, body)
+        upload(client, "ttfb-small", small, small_body)
+        upload(client, "ttfb-large", small * args.ttfb_factor, small_body)
 
         read_through_corpus(f"s3://{BUCKET}/ttfb-small", args)  # warm-up: Ray workers, imports, connections
         print(f"throughput, {args.images} objects, best of {args.rounds} alternating rounds "
