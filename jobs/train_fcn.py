@@ -41,7 +41,8 @@ _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConf
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog=f"The defaults train the synthetic corpus well on a CPU in minutes. The paper's VOC recipe: {PAPER_RECIPE}",
+        epilog=f"The defaults train the synthetic corpus well on a CPU in minutes. "
+               f"The paper's VOC recipe: {PAPER_RECIPE}",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPUs")
     optim.add_argument("--val-every", type=int, default=_DEFAULTS["val_every"],
                        help="validate every N epochs (and after the last)")
-    optim.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seeds initialisation, augmentation, dropout")
+    optim.add_argument("--seed", type=int, default=_DEFAULTS["seed"],
+                       help="seeds initialisation, augmentation and dropout")
 
     run = parser.add_argument_group("run")
     run.add_argument("--name", default=None, help="run name; reuse it with --resume (default: fcn-DATE-TIME)")

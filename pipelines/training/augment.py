@@ -1,4 +1,4 @@
-"""Training batches from decoded pairs: per-sample augmentation that does not depend on the worker.
+"""Training batches from fetched pairs: decoding, and per-sample augmentation that does not depend on the worker.
 
 Each pair is augmented with a generator seeded by (run seed, epoch, image URI). Which worker a pair
 lands on, and in which batch, changes with the number of workers (Ray Data hands blocks to whichever
@@ -50,7 +50,10 @@ def augment_batch(
 
 
 class AugmentingCollate(NumpyBatchCollateFn):
-    """Decodes and augments a batch of fetched pairs for one epoch: (images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop))."""
+    """Decodes and augments a batch of fetched pairs for one epoch, in a prefetch thread of the worker.
+
+    Returns what `augment_batch` does: images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop).
+    """
 
     def __init__(self, config: TrainConfig, num_classes: int, epoch: int) -> None:
         self._config = config

@@ -111,7 +111,8 @@ class TrainConfig:
             raise ConfigError("--max-failures must be -1 (retry forever), 0 or more")
         if self.backbone != "vgg16" and self.width_multiplier != 1.0:
             raise ConfigError("--width-multiplier applies to the VGG16 backbone only; leave it at 1 for resnet50")
-        if self.class_names is not None and (len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names)):
+        names = self.class_names
+        if names is not None and (len(names) < 2 or len(set(names)) != len(names)):
             raise ConfigError(f"--class-names needs at least two distinct names, got {list(self.class_names)}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")

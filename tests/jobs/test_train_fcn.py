@@ -244,7 +244,6 @@ def test_one_and_two_workers_reach_the_same_metrics_with_the_same_global_batch(r
         assert train_fcn.main(argv) == 0
         latest = _epochs_on_storage(str(tmp_path / name))[2]
         metrics[workers] = load_checkpoint(str(latest)).metrics
-    print({workers: {key: round(values[key], 5) for key in (*PAPER_METRICS, "val/loss")} for workers, values in metrics.items()})
     for key in PAPER_METRICS:
         assert metrics[1][key] == pytest.approx(metrics[2][key], abs=0.03), key
     assert metrics[1]["val/loss"] == pytest.approx(metrics[2]["val/loss"], rel=0.02)
