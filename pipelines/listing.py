@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.storage import DEFAULT_RETRY, RetryPolicy, StorageError
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif")
 PAGE_SIZE = 1000  # objects per listing page: S3's own maximum, and the grain of local pages
 MANIFEST_COLUMNS = ("uri", "key", "size", "etag")
 MANIFEST_SCHEMA = pa.schema([("uri", pa.string()), ("key", pa.string()), ("size", pa.int64()),

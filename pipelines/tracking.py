@@ -290,6 +290,8 @@ def start_run(settings: TrackingSettings, run_name: str, params: Any, tags: Mapp
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_experiment(settings.experiment)
     safe_tags = {key: str(value) for key, value in redact_mapping(tags or {}).items()}
+    # MLflow prints "View run ... at: <tracking URI>" when a run ends: a URI may carry a password.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=safe_tags) as active:
         if run_id is None:
             mlflow.log_params(flatten_params(params))

