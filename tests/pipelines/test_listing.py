@@ -55,7 +55,7 @@ def test_invalid_filters_are_refused():
 
 def test_filter_describes_itself_for_error_messages():
     text = CorpusFilter(include=("a/*",), limit=5).describe()
-    assert "extensions=bmp,jpeg,jpg,png,tif,tiff,webp" in text and "include=a/*" in text and "limit=5" in text
+    assert "extensions=bmp,gif,jpeg,jpg,png,tif,tiff,webp" in text and "include=a/*" in text and "limit=5" in text
 
 
 # --- local listing -------------------------------------------------------------------------------
