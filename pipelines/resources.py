@@ -24,7 +24,17 @@ class ResourcePlan:
     cpus_per_actor: float
     gpus_per_actor: float
     threads_per_actor: int
+    fixed_pool: bool = False  # an explicit --num-actors is a fixed pool; otherwise it grows with the backlog
     cpus_per_task: float = 0.25
+
+    def model_actor_options(self) -> dict:
+        """``map_batches`` options for a stage of model-holding actors (`pipelines.inference.DeviceModel`)."""
+        import ray
+
+        compute = (ray.data.ActorPoolStrategy(size=self.num_actors) if self.fixed_pool
+                   else ray.data.ActorPoolStrategy(min_size=1, max_size=self.num_actors))
+        return {"compute": compute, "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor,
+                "fn_constructor_kwargs": {"use_gpu": self.gpus_per_actor > 0, "threads": self.threads_per_actor}}
 
 
 def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float | None = None,
@@ -41,6 +51,7 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float
             MAX_CPUS_PER_CPU_ACTOR, max(MIN_CPUS_PER_ACTOR, node_cpus - CPU_STAGE_RESERVE))
     if cpus_per_actor <= 0:
         raise ConfigError("--cpus-per-actor must be positive")
+    fixed_pool = num_actors is not None
     if num_actors is None:
         # Explicit GPU requests on a cluster without GPUs yet wait for the autoscaler's first GPU node.
         num_actors = (max(1, int(cluster_gpus // gpus_per_actor)) if gpus_per_actor > 0
@@ -51,7 +62,7 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float
                                                  // cpus_per_actor)))
     threads = math.ceil(cpus_per_actor) if gpus_per_actor > 0 else math.ceil(node_cpus / actors_per_node)
     return ResourcePlan(num_actors=num_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                        threads_per_actor=max(1, threads))
+                        threads_per_actor=max(1, threads), fixed_pool=fixed_pool)
 
 
 def plan_for_cluster(*, num_actors: int | None = None, cpus_per_actor: float | None = None,

@@ -103,12 +103,8 @@ def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
                                 batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
     scored = decoded.map_batches(
         CountConfusion,
-        fn_constructor_args=([checkpoint_ref],),
-        fn_constructor_kwargs={"use_gpu": plan.gpus_per_actor > 0, "threads": plan.threads_per_actor},
-        compute=(ray.data.ActorPoolStrategy(size=plan.num_actors) if config.num_actors
-                 else ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors)),
-        batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_actor,
-        num_gpus=plan.gpus_per_actor)
+        fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
+        **plan.model_actor_options())
     confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
     images, started, finished = 0, float("inf"), float("-inf")
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):

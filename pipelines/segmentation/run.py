@@ -65,13 +65,8 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
                                    num_cpus=plan.cpus_per_task)
     segmented = prepared.map_batches(
         SegmentImages,
-        fn_constructor_args=([checkpoint_ref],),
-        fn_constructor_kwargs={"use_gpu": plan.gpus_per_actor > 0, "threads": plan.threads_per_actor},
-        # An explicit --num-actors is a fixed pool; otherwise the pool grows with the backlog.
-        compute=(ray.data.ActorPoolStrategy(size=plan.num_actors) if config.num_actors
-                 else ray.data.ActorPoolStrategy(min_size=1, max_size=plan.num_actors)),
-        batch_size=config.batch_size, batch_format="numpy",
-        num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor,
+        fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
+        **plan.model_actor_options(),
     )
     return segmented.map_batches(
         WriteOutputs,

@@ -11,7 +11,7 @@ def test_gpu_cluster_gets_one_actor_per_gpu():
 
 def test_two_cpu_machine_leaves_room_for_cpu_stages_but_uses_both_cores():
     plan = plan_resources(cluster_cpus=2, cluster_gpus=0)
-    assert plan.num_actors == 1 and plan.gpus_per_actor == 0
+    assert plan.num_actors == 1 and plan.gpus_per_actor == 0 and not plan.fixed_pool
     assert plan.cpus_per_actor + CPU_STAGE_RESERVE <= 2
     assert plan.threads_per_actor == 2
 
@@ -29,7 +29,7 @@ def test_gpu_actors_requested_before_the_autoscaler_adds_gpu_nodes():
 
 def test_explicit_values_win_and_impossible_ones_are_refused():
     plan = plan_resources(cluster_cpus=8, cluster_gpus=0, num_actors=3, cpus_per_actor=0.5)
-    assert (plan.num_actors, plan.cpus_per_actor, plan.threads_per_actor) == (3, 0.5, 3)
+    assert (plan.num_actors, plan.cpus_per_actor, plan.threads_per_actor, plan.fixed_pool) == (3, 0.5, 3, True)
     with pytest.raises(ConfigError):
         plan_resources(cluster_cpus=8, cluster_gpus=0, gpus_per_actor=-1)
     with pytest.raises(ConfigError):
