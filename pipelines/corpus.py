@@ -35,8 +35,8 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from pipelines import storage
-from pipelines.listing import (MANIFEST_SCHEMA, PAGE_SIZE, WHOLE, CorpusFilter, ListingShard, ObjectInfo, is_manifest,
-                               iter_objects, iter_pages, open_manifest, plan_shards, read_manifest)
+from pipelines.listing import (MANIFEST_SCHEMA, PAGE_SIZE, WHOLE, CorpusFilter, ListingShard, ObjectInfo,
+                               is_manifest, iter_objects, iter_pages, open_manifest, plan_shards, read_manifest)
 from pipelines.storage import DEFAULT_RETRY, EmptyCorpusError, RetryPolicy, StorageUnavailableError
 
 DEFAULT_ROWS_PER_BLOCK = 64
@@ -165,8 +165,9 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
 
     Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
     `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
-    Prefixes are listed by up to ``max_list_tasks`` tasks in parallel (one per group of top-level
-    folders), manifests read by row groups. Blocks hold ``rows_per_block`` rows.
+    A prefix is split into up to ``max_list_tasks`` listing tasks (one per group of top-level
+    folders; `MAX_CONCURRENT_LIST_TASKS` run at once), a manifest into as many runs of row groups.
+    Blocks hold ``rows_per_block`` rows.
     """
     if rows_per_block < 1 or max_list_tasks < 1:
         raise ValueError(f"need rows_per_block >= 1 and max_list_tasks >= 1, got {rows_per_block}, {max_list_tasks}")
@@ -175,9 +176,8 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
     # (no task to wait for); the listing tasks' output is regrouped into blocks of `rows_per_block`.
     parts = []
     if plan.head:
-        head = list(plan.head)
-        parts.append(ray.data.from_arrow([_to_block(head[start:start + rows_per_block])
-                                          for start in range(0, len(head), rows_per_block)]))
+        parts.append(ray.data.from_items([dataclasses.asdict(info) for info in plan.head],
+                                         override_num_blocks=-(-len(plan.head) // rows_per_block)))
     if plan.producers:
         listing = ray.data.read_datasource(_ObjectListDatasource(list(plan.producers), rows_per_block),
                                            override_num_blocks=len(plan.producers), num_cpus=LISTING_TASK_CPUS,
