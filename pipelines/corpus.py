@@ -44,13 +44,14 @@ DEFAULT_FETCH_CONCURRENCY = 16
 BLOCK_TARGET_BYTES = 8 * 1024 * 1024
 # Pages the driver reads looking for a first image before leaving the search to the read tasks.
 VALIDATION_PAGES = 10
-# Listing tasks wait on the store almost all the time: they hold no CPU slot, so they can never
-# starve the fetch tasks of one (which would hold back the first images until the listing is
-# done), and at most MAX_CONCURRENT_LIST_TASKS run at once. The different CPU requests also keep
-# Ray from fusing fetching into the listing task, which would pin every GET of a shard to the
-# node listing it.
+# Listing tasks wait on the store most of the time: they hold no CPU slot, so they never starve
+# the fetch tasks of one (which would hold back the first images until the listing is done). Still,
+# parsing pages costs CPU, so one runs per CPUS_PER_LIST_TASK cluster CPUs, up to
+# MAX_CONCURRENT_LIST_TASKS. The different CPU requests also keep Ray from fusing fetching into the
+# listing task, which would pin every GET of a shard to the node listing it.
 LISTING_TASK_CPUS = 0
-MAX_CONCURRENT_LIST_TASKS = 4
+CPUS_PER_LIST_TASK = 8
+MAX_CONCURRENT_LIST_TASKS = 8
 FETCH_TASK_CPUS = 1
 
 
@@ -159,6 +160,13 @@ def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: R
                                   for low, high in zip(bounds, bounds[1:])))
 
 
+def _listing_concurrency(tasks: int) -> int:
+    if not ray.is_initialized():
+        ray.init()  # as any Ray Data call would; the cluster's size is needed now
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(tasks, MAX_CONCURRENT_LIST_TASKS, cluster_cpus // CPUS_PER_LIST_TASK))
+
+
 def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
                 max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
     """The objects of ``source`` (a prefix or a manifest) that pass ``flt``: columns uri, key, size, etag.
@@ -166,7 +174,7 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
     Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
     `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
     A prefix is split into up to ``max_list_tasks`` listing tasks (one per group of top-level
-    folders; `MAX_CONCURRENT_LIST_TASKS` run at once), a manifest into as many runs of row groups.
+    folders; one runs per 8 cluster CPUs, at most 8), a manifest into as many runs of row groups.
     Blocks hold ``rows_per_block`` rows.
     """
     if rows_per_block < 1 or max_list_tasks < 1:
@@ -181,7 +189,7 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
     if plan.producers:
         listing = ray.data.read_datasource(_ObjectListDatasource(list(plan.producers), rows_per_block),
                                            override_num_blocks=len(plan.producers), num_cpus=LISTING_TASK_CPUS,
-                                           concurrency=min(len(plan.producers), MAX_CONCURRENT_LIST_TASKS))
+                                           concurrency=_listing_concurrency(len(plan.producers)))
         parts.append(listing.repartition(target_num_rows_per_block=rows_per_block))
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     dataset.context.target_max_block_size = BLOCK_TARGET_BYTES

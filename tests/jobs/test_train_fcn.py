@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import ray
 from mlflow import MlflowClient
@@ -115,8 +114,10 @@ def test_two_cpu_workers_on_s3_log_to_mlflow_and_register_a_model_segment_bucket
     assert storage.exists(storage.join(output, "summary.json"))
 
 
-def _worker_processes() -> list[psutil.Process]:
+def _worker_processes() -> list:
     """Ray Train worker processes of the Ray runtime this test process started."""
+    import psutil  # Ray's vendored copy: importable once ray is
+
     return [child for child in psutil.Process().children(recursive=True)
             if any("RayTrainWorker" in part for part in child.cmdline())]
 
