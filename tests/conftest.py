@@ -4,6 +4,11 @@ import os
 # Keep each test process from oversubscribing the two cores of a CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# One authentication mode for every Ray runtime this process starts or joins. Ray reads the mode
+# once per process (and `ray.init()` switches an unset mode to "token"), so flipping it between
+# tests leaves the driver and a new GCS disagreeing. Token auth is covered end to end by the
+# `ray job submit` tests, whose local stack sets RAY_AUTH_MODE=token for its own processes.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` run only where CUDA is visible (a lent GPU machine), and are skipped elsewhere."""
