@@ -50,7 +50,8 @@ def run_tests(json_path: Path, *, training: bool) -> list[dict]:
         junit = Path(workdir) / "junit.xml"
         tests = [RELIABILITY_TESTS, *([TRAINING_KILL_TEST] if training else [])]
         command = [sys.executable, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
-        subprocess.run(command, check=False, cwd=REPO, env={**os.environ, REPORT_ENV: str(json_path)}, stdout=sys.stderr)
+        subprocess.run(command, check=False, cwd=REPO, env={**os.environ, REPORT_ENV: str(json_path)},
+                       stdout=sys.stderr)
         records = json.loads(json_path.read_text()) if json_path.exists() else []
         if training:
             records.append({**TRAINING_KILL, "outcome": junit_outcome(junit, TRAINING_KILL_TEST)})

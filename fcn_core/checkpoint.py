@@ -140,7 +140,9 @@ def _read_payload(source: Source, map_location: str | torch.device, mmap: bool =
         raise CheckpointError(f"{name} is not an fcn-pipeline checkpoint; was it written by save_checkpoint?")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{name} has format version {version}; this code reads up to {FORMAT_VERSION}, upgrade it")
+        raise CheckpointError(
+            f"{name} has format version {version}; this code reads up to {FORMAT_VERSION}, upgrade it"
+        )
     return payload
 
 
@@ -159,7 +161,9 @@ def _metadata(payload: dict[str, Any], name: str) -> CheckpointMetadata:
             config=dict(payload["config"]),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{name} has incomplete metadata ({type(error).__name__}: {error}); re-save it") from error
+        raise CheckpointError(
+            f"{name} has incomplete metadata ({type(error).__name__}: {error}); re-save it"
+        ) from error
 
 
 def read_checkpoint_metadata(source: Source) -> CheckpointMetadata:

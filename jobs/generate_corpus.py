@@ -20,8 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num-train", type=int, default=200, help="training images, at least 1 (default: 200)")
     parser.add_argument("--num-val", type=int, default=50, help="validation images (default: 50)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same bytes (default: 0)")
-    parser.add_argument("--min-size", type=int, default=64, help="smallest image height/width in px, >= 16 (default: 64)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; a seed always gives the same bytes (default: 0)")
+    parser.add_argument("--min-size", type=int, default=64,
+                        help="smallest image height/width in px, >= 16 (default: 64)")
     parser.add_argument("--max-size", type=int, default=160, help="largest image height/width in px (default: 160)")
     return parser
 

@@ -35,7 +35,14 @@ import sys
 from pipelines.errors import ConfigError
 from pipelines.job_runner import run_cli
 from pipelines.training.config import (
-    ALIGNMENTS, BACKBONES, LAYOUTS, LR_SCHEDULES, OPTIMIZERS, PAPER_RECIPE, VARIANTS, TrainConfig,
+    ALIGNMENTS,
+    BACKBONES,
+    LAYOUTS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PAPER_RECIPE,
+    VARIANTS,
+    TrainConfig,
 )
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
@@ -100,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seeds initialisation, augmentation and dropout")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--name", default=None, help="run name, the folder of its checkpoints; reuse it with --resume (unset: fcn-DATE-TIME)")
+    run.add_argument("--name", default=None,
+                     help="run name, the folder of its checkpoints; reuse it with --resume (unset: fcn-DATE-TIME)")
     run.add_argument("--storage-path", default=_DEFAULTS["storage_path"],
                      help="where checkpoints go: local folder or s3://bucket/prefix (shared by all nodes)")
     run.add_argument("--resume", action="store_true", help="continue the run --name after its latest checkpoint")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import pyarrow as pa
@@ -35,8 +35,20 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from pipelines import storage
-from pipelines.listing import (MANIFEST_SCHEMA, PAGE_SIZE, WHOLE, CorpusFilter, ListingShard, ObjectInfo,
-                               is_manifest, iter_objects, iter_pages, open_manifest, plan_shards, read_manifest)
+from pipelines.listing import (
+    MANIFEST_SCHEMA,
+    PAGE_SIZE,
+    WHOLE,
+    CorpusFilter,
+    ListingShard,
+    ObjectInfo,
+    is_manifest,
+    iter_objects,
+    iter_pages,
+    open_manifest,
+    plan_shards,
+    read_manifest,
+)
 from pipelines.storage import DEFAULT_RETRY, EmptyCorpusError, RetryPolicy, StorageUnavailableError
 
 DEFAULT_ROWS_PER_BLOCK = 64

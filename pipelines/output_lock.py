@@ -72,7 +72,7 @@ class OutputLock:
             return _process_alive(int(lease.get("pid", -1)))
         return True
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         lease = self._current()
         if lease is not None and self._is_fresh(lease):
             raise OutputBusyError(
@@ -100,7 +100,7 @@ class OutputLock:
         if lease is not None and lease.get("token") == self.token:
             storage.remove(self.uri)
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:

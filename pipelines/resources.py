@@ -1,4 +1,4 @@
-"""How a model-serving run (segmentation, evaluation) divides the cluster between CPU stages and the inference actor pool.
+"""How a model-serving run (segmentation, evaluation) splits the cluster between CPU stages and inference actors.
 
 Two different things are sized here. *Logical* CPUs decide what Ray may schedule side by side: every
 node keeps ``CPU_STAGE_RESERVE`` for listing, fetching, decoding and PNG writing (light work that

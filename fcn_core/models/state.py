@@ -29,7 +29,8 @@ def load_weights_only(
         return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise ValueError(
-            f"was refused by weights-only loading, which unpickles only tensors and plain values ({_telling_line(error)})"
+            "was refused by weights-only loading, which unpickles only tensors and plain values "
+            f"({_telling_line(error)})"
         ) from error
     except Exception as error:  # arbitrary bytes fail in arbitrary ways (KeyError, EOFError, RuntimeError, ...)
         raise ValueError(f"is not a readable torch file ({_telling_line(error)})") from error

@@ -21,8 +21,13 @@ from pipelines.errors import ConfigError, UserError
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.evaluate import ModelEvaluation, evaluate_model
-from pipelines.evaluation.promotion import (CHAMPION_ALIAS, PromotionDecision, apply_promotion, decide_promotion,
-                                            promotion_name)
+from pipelines.evaluation.promotion import (
+    CHAMPION_ALIAS,
+    PromotionDecision,
+    apply_promotion,
+    decide_promotion,
+    promotion_name,
+)
 from pipelines.evaluation.report import COMPARISON_MARKDOWN, comparison_files
 from pipelines.model_refs import ResolvedModel, get_model_version_by_alias, resolve_model_reference
 from pipelines.segmentation.keys import column_suffixes

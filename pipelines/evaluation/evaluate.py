@@ -32,8 +32,8 @@ from pipelines.evaluation.plots import confusion_matrix_png
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
 from pipelines.labelled import LabelledSource, read_labelled
 from pipelines.model_refs import ResolvedModel, resolve_model_reference
-from pipelines.segmentation.keys import column_suffixes
 from pipelines.resources import ResourcePlan, plan_for_cluster
+from pipelines.segmentation.keys import column_suffixes
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"

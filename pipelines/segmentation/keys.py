@@ -17,7 +17,7 @@ _ESCAPED = re.compile(r"[%\\?#\x00-\x1f\x7f]")
 def _escape_segment(segment: str) -> str:
     if segment in (".", ".."):
         return segment.replace(".", "%2E")
-    return _ESCAPED.sub(lambda match: "%{:02X}".format(ord(match.group())), segment)
+    return _ESCAPED.sub(lambda match: f"%{ord(match.group()):02X}", segment)
 
 
 def mask_key_for(image_key: str) -> str:

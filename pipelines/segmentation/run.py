@@ -20,17 +20,17 @@ import ray
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
-from pipelines.model_refs import resolve_model_reference
-from pipelines.errors import ConfigError, UserError
 from pipelines.corpus import attach_bytes, list_corpus
+from pipelines.errors import ConfigError, UserError
 from pipelines.listing import CorpusFilter
+from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
+from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.export import LABELMAP_NAME
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
 from pipelines.segmentation.previews import log_previews
-from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.stages import SegmentImages, WriteOutputs, prepare_images
 from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, read_stats
 

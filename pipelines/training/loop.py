@@ -55,7 +55,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     settings: LoopSettings = loop_config["settings"]
     config = settings.config
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
+    rank = context.get_world_rank()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, math.ceil(config.cpus_per_worker)))

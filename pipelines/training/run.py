@@ -21,7 +21,7 @@ import ray
 import torch
 
 from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
-from fcn_core.models import BackboneWeightsError, FCN, build_model, initialize_from, load_backbone_weights
+from fcn_core.models import FCN, BackboneWeightsError, build_model, initialize_from, load_backbone_weights
 from pipelines import storage, tracking
 from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray

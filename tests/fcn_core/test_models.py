@@ -59,7 +59,8 @@ def test_none_options_keep_the_defaults_and_spec_records_them():
     assert model.spec == ModelSpec(
         "fcn16s",
         4,
-        {"backbone": "vgg16", "width_multiplier": TINY, "alignment": "reference", "learn_upsampling": True, "dropout": 0.5},
+        {"backbone": "vgg16", "width_multiplier": TINY, "alignment": "reference", "learn_upsampling": True,
+         "dropout": 0.5},
     )
     assert model.normalization == IMAGENET_NORMALIZATION
 

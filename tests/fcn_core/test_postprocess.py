@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from fcn_core.postprocess import predict_mask
 
 
-@pytest.mark.parametrize("in_size,out_size", [((5, 7), (17, 23)), ((8, 8), (8, 8)), ((9, 4), (3, 31)), ((1, 1), (6, 5))])
+@pytest.mark.parametrize("in_size,out_size",
+                         [((5, 7), (17, 23)), ((8, 8), (8, 8)), ((9, 4), (3, 31)), ((1, 1), (6, 5))])
 def test_matches_interpolate_then_argmax(in_size, out_size):
     torch.manual_seed(0)
     logits = torch.randn(4, *in_size)

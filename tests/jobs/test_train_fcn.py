@@ -26,7 +26,6 @@ from jobs import train_fcn
 from pipelines import storage
 from pipelines.training.checkpoints import latest_checkpoint
 
-
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--width-multiplier", "0.0625", "--alignment", "compact", "--crop-size", "64", "--batch-size", "4",
         "--cpus-per-worker", "1", "--val-every", "1", "--lr", "3e-3"]

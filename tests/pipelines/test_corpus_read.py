@@ -9,8 +9,13 @@ import pytest
 
 from pipelines.corpus import attach_bytes, fetch_batch, list_corpus, read_corpus
 from pipelines.listing import CorpusFilter, InvalidManifestError, iter_objects, write_manifest
-from pipelines.storage import (AccessDeniedError, BucketNotFoundError, EmptyCorpusError, RetryPolicy,
-                               StorageUnavailableError)
+from pipelines.storage import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    EmptyCorpusError,
+    RetryPolicy,
+    StorageUnavailableError,
+)
 
 COLUMNS = ["uri", "key", "size", "etag", "bytes", "error"]
 

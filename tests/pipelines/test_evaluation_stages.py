@@ -8,10 +8,10 @@ import torch
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import normalize_image
-from pipelines.inference import group_by_shape
-from pipelines.evaluation.stages import CountConfusion, decode_pairs
-from pipelines.labelled import LabelError
 from pipelines.batches import object_array
+from pipelines.evaluation.stages import CountConfusion, decode_pairs
+from pipelines.inference import group_by_shape
+from pipelines.labelled import LabelError
 
 
 def _pairs_batch(corpus, ids) -> dict[str, np.ndarray]:

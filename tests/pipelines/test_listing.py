@@ -10,8 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import listing
-from pipelines.listing import (WHOLE, CorpusFilter, InvalidManifestError, ListingShard, ObjectInfo, iter_objects,
-                               iter_pages, plan_shards, read_manifest, write_manifest)
+from pipelines.listing import (
+    WHOLE,
+    CorpusFilter,
+    InvalidManifestError,
+    ListingShard,
+    ObjectInfo,
+    iter_objects,
+    iter_pages,
+    plan_shards,
+    read_manifest,
+    write_manifest,
+)
 from pipelines.storage import BucketNotFoundError
 
 # Names chosen to catch ordering and escaping mistakes: "a.jpg" sorts before "a/…" in S3 byte order.

@@ -10,8 +10,13 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines import storage
-from pipelines.storage import (AccessDeniedError, BucketNotFoundError, ObjectNotFoundError, RetryPolicy,
-                               StorageUnavailableError)
+from pipelines.storage import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    ObjectNotFoundError,
+    RetryPolicy,
+    StorageUnavailableError,
+)
 from tests.fixtures.s3_server import start_seaweedfs
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.1)
