@@ -28,10 +28,10 @@ from fcn_core.metrics import ConfusionMatrix
 from pipelines import tracking
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
-from pipelines.evaluation.plots import confusion_matrix_png
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
 from pipelines.labelled import LabelledSource, read_labelled
 from pipelines.model_refs import ResolvedModel, resolve_model_reference
+from pipelines.plots import confusion_matrix_png
 from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.keys import column_suffixes
 

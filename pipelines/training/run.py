@@ -7,16 +7,15 @@ A resumed run (``--resume``) continues the MLflow run whose id its checkpoints c
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
+import numpy as np
 import ray
 import torch
 
@@ -25,11 +24,12 @@ from fcn_core.models import FCN, BackboneWeightsError, build_model, initialize_f
 from pipelines import storage, tracking
 from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray
+from pipelines.plots import confusion_matrix_png, per_class_iu_png
 from pipelines.training.checkpoints import VALIDATION_FILE, latest_checkpoint
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
 from pipelines.training.data import TRAIN, VAL, class_names_of, decode_rows, read_split
 from pipelines.training.loop import LoopSettings
-from pipelines.training.reporting import class_iu_figure, confusion_matrix_figure, prediction_panel
+from pipelines.training.reporting import prediction_panel
 from pipelines.training.trainer import FitResult, build_trainer, fit, resolve_resources
 
 CANDIDATE_ALIAS = "candidate"
@@ -63,7 +63,9 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
                                                                    class_names))
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
 
-    with _open_run(settings, config, previous_run_id) as run:
+    # A resumed run continues the MLflow run its checkpoints name.
+    tags = {"job": "train_fcn", "variant": config.variant, "data": config.data}
+    with tracking.start_run(settings, config.name, params=config, tags=tags, run_id=previous_run_id) as run:
         resolved = {"training": config.to_dict(), "class_names": class_names, "mlflow_run_id": run.run_id,
                     "ray_version": ray.__version__, "torch_version": str(torch.__version__)}
         run.log_dict(resolved, "config/resolved_config.json")
@@ -76,7 +78,7 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
             f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
         model_uri = alias_uri = None
         if run.enabled:
-            _log_report(run, result, class_names, val)
+            _log_report(run, result, class_names, val, config.variant)
             logged = tracking.log_checkpoint_model(
                 result.best_checkpoint, registered_model_name=config.register_as,
                 alias=CANDIDATE_ALIAS if config.register_as else None)
@@ -99,21 +101,6 @@ def _check_resume(config: TrainConfig, run_uri: str) -> str | None:
     if not latest:
         raise ConfigError(f"nothing to resume: no checkpoints in {run_uri}; check --name and --storage-path")
     return read_checkpoint_metadata(io.BytesIO(storage.read_bytes(latest))).config.get("mlflow_run_id")
-
-
-@contextlib.contextmanager
-def _open_run(settings: tracking.TrackingSettings, config: TrainConfig,
-              run_id: str | None) -> Iterator[tracking.TrackedRun | tracking.DisabledRun]:
-    """A new MLflow run, or (resuming) the run the checkpoints were logged to, as the active run."""
-    if run_id is None or not settings.enabled:
-        tags = {"job": "train_fcn", "variant": config.variant, "data": config.data}
-        with tracking.start_run(settings, config.name, params=config, tags=tags) as run:
-            yield run
-        return
-    tracking.check_tracking_server(settings.tracking_uri)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        yield tracking.TrackedRun(settings.tracking_uri, run_id)
 
 
 def initial_model(config: TrainConfig, class_names: list[str], *, log: Callable[[str], None] = print) -> FCN:
@@ -146,7 +133,7 @@ def _checkpoint_bytes(model: FCN, class_names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[str], val) -> None:
+def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[str], val, variant: str) -> None:
     """Confusion matrix, per-class IU and prediction overlays of the best checkpoint, as run artifacts."""
     validation_uri = storage.join(result.best_checkpoint.rsplit("/", 1)[0], VALIDATION_FILE)
     with tempfile.TemporaryDirectory(prefix="fcn-report-") as directory:
@@ -154,10 +141,15 @@ def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[s
             record = json.loads(storage.read_bytes(validation_uri))
             confusion = record["confusion_matrix"]
             per_class_iu = [record["metrics"].get(f"val/iu_{name}", float("nan")) for name in class_names]
-            for name, figure in (("confusion_matrix.png", confusion_matrix_figure(confusion, class_names)),
-                                 ("class_iu.png", class_iu_figure(per_class_iu, class_names))):
-                figure.savefig(os.path.join(directory, name), dpi=100)
-                run.log_artifact(os.path.join(directory, name), "plots")
+            epoch = record.get("epoch")
+            plots = {"confusion_matrix.png": confusion_matrix_png(
+                         confusion, class_names, f"validation confusion matrix, best checkpoint (epoch {epoch})"),
+                     "class_iu.png": per_class_iu_png([variant], class_names, np.array([per_class_iu]))}
+            for name, png in plots.items():
+                path = os.path.join(directory, name)
+                with open(path, "wb") as handle:
+                    handle.write(png)
+                run.log_artifact(path, "plots")
             run.log_dict(record, "plots/validation.json")
         best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
                                                                 download_dir=directory).checkpoint_path)

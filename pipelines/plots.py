@@ -1,4 +1,4 @@
-"""The evaluation plots, each rendered to PNG bytes (ready to log to MLflow or write to a bucket).
+"""The plots of training and evaluation reports, each rendered to PNG bytes (for MLflow or a bucket).
 
 Figures are built with matplotlib's object API on the Agg canvas, never through ``pyplot``: no
 global backend is switched and no window can open, on a head node or in a Ray worker alike.
