@@ -142,7 +142,7 @@ def _make_s3(options: dict[str, str | None]) -> fsspec.AbstractFileSystem:
 
     client_kwargs = {"region_name": options["region"]} if options["region"] else {}
     session_kwargs = {"profile": options["profile"]} if options["profile"] and not options["access_key"] else {}
-    return s3fs.S3FileSystem(
+    filesystem = s3fs.S3FileSystem(
         endpoint_url=options["endpoint_url"],
         client_kwargs=client_kwargs,
         config_kwargs={
@@ -159,6 +159,10 @@ def _make_s3(options: dict[str, str | None]) -> fsspec.AbstractFileSystem:
         use_listings_cache=False,
         **session_kwargs,
     )
+    # s3fs retries each call 5 times on its own (a class attribute, not a constructor argument);
+    # stacked under botocore's and `run_io`'s retries a dead store would take minutes to report.
+    filesystem.retries = 1
+    return filesystem
 
 
 def endpoint_of(uri: str) -> str:
