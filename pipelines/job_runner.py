@@ -63,7 +63,9 @@ def connect_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:  # a private instance, reachable from this machine only
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
+        # With the dashboard (on 127.0.0.1): Ray's state API, which Ray Train uses to watch its
+        # controller, and a page showing the job's progress.
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True)
 
 
 def run_cli(job: Callable[[], None]) -> int:

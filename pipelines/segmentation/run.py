@@ -32,7 +32,7 @@ from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
 from pipelines.segmentation.previews import log_previews
 from pipelines.segmentation.stages import SegmentImages, WriteOutputs, prepare_images
-from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, read_stats
+from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, latest_rows, read_stats
 
 SUMMARY_NAME = "summary.json"
 PROGRESS_EVERY_S = 10.0
@@ -92,10 +92,18 @@ def _stream(dataset, log) -> dict:
     return {"ok": counts[OK], "error": counts[ERROR], "seconds": time.monotonic() - started}
 
 
+def _done_criteria(policy: SkipPolicy) -> str:
+    """How the skip test reads to a person, e.g. " (as they are now, by this model version)"."""
+    parts = [part for part, on in (("as they are now", policy.match_etag),
+                                   ("by this model version", policy.match_model_version)) if on]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _summarise(stats_uri: str, class_names: list[str], this_run: dict, config: SegmentConfig,
                provenance: Provenance) -> dict:
-    """Totals over every committed row of the output, plus what this run did."""
+    """Totals over the output's images (each as its latest row), plus what this run did."""
     table = read_stats(stats_uri)
+    table = None if table is None else latest_rows(table)
     suffixes = column_suffixes(class_names)
     ok = error = 0
     pixel_totals = {name: 0 for name in class_names}
@@ -170,8 +178,9 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
         with tracking.start_run(settings, run_name="segment_bucket", params=params) as run:
             provenance = Provenance(model=config.model, model_version=model_version, run_id=run.run_id)
             done = load_done(stats_root, policy)
-            log(f"{len(done)} images already done in {config.output}; segmenting the rest "
-                f"with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / {plan.gpus_per_actor:g} GPU")
+            log(f"{len(done)} images recorded in {config.output}; segmenting those not yet done"
+                f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
+                f"{plan.gpus_per_actor:g} GPU")
             dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done, policy)
             this_run = _stream(dataset, log)
             summary = _summarise(stats_root, class_names, this_run, config, provenance)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import storage
@@ -139,3 +140,16 @@ def read_stats(stats_uri: str, columns: list[str] | None = None) -> pa.Table | N
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")
+
+
+def latest_rows(table: pa.Table) -> pa.Table:
+    """One row per image: its most recent (by ``processed_at``), in ``image_uri`` order.
+
+    Incremental and re-labelling runs append a new row when an image or the model changes, so the
+    ledger can hold several rows of one image; totals count each image once, as it is now.
+    """
+    order = pc.sort_indices(table, sort_keys=[("image_uri", "ascending"), ("processed_at", "ascending")])
+    ordered = table.take(order)
+    uris = ordered.column("image_uri").to_numpy(zero_copy_only=False)
+    is_last = np.append(uris[1:] != uris[:-1], True) if len(uris) else np.zeros(0, dtype=bool)
+    return ordered.filter(pa.array(is_last))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -204,6 +205,9 @@ def _report(
     if rank != 0:
         ray.train.report(ray_metrics)
         return
+    # Not print(): Ray Train patches it on workers and, with stdout wrapped, it comes out twice.
+    sys.stdout.write(progress_line(epoch, settings.config.epochs, metrics) + "\n")
+    sys.stdout.flush()
     settings.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
     with tempfile.TemporaryDirectory(prefix="fcn-checkpoint-") as directory:
         write_epoch_checkpoint(
@@ -213,6 +217,14 @@ def _report(
         )
         ray.train.report(ray_metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
                          checkpoint_dir_name=epoch_dir_name(epoch))
+
+
+def progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    """One line a person can follow a run by: ``epoch 5/30: loss 0.412, 38.1 images/s, val mean IU 0.634``."""
+    line = f"epoch {epoch + 1}/{epochs}: loss {metrics['train/loss']:.3f}, {metrics['train/images_per_s']:.1f} images/s"
+    if "val/mean_iu" in metrics:
+        line += f", val mean IU {metrics['val/mean_iu']:.3f}, pixel accuracy {metrics['val/pixel_accuracy']:.3f}"
+    return line
 
 
 SYSTEM_METRICS_INTERVAL_S = 5

@@ -47,6 +47,9 @@ def test_nightly_runs_label_only_new_or_changed_images(ray_local, synthetic_corp
     assert nightly_label.main([*common, "--date", "2026-11-22"]) == 0
     night3 = _rows(output, "2026-11-22")
     assert sorted(r["image_key"] for r in night3) == sorted(f"{i}.jpg" for i in [*new_ids, changed])
+    # The changed image now has a row from each night; the totals count it once.
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["images"] == len(first_ids) + len(new_ids) and summary["processed_this_run"] == 4
 
     review = list(csv.DictReader(io.StringIO((output / "review" / "date=2026-11-22.csv").read_text())))
     confidences = [float(row["mean_confidence"]) for row in review]

@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fcn_core.masks import IGNORE_INDEX
 from fcn_core.models import build_model
-from pipelines.training.loop import evaluate, train_one_epoch
+from pipelines.training.loop import evaluate, progress_line, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -88,3 +88,10 @@ def test_evaluate_scores_whole_images_of_any_size():
     assert int(confusion.matrix.sum()) == 17 * 40 + 64 * 23
     assert loss == pytest.approx(math.log(3), rel=1e-3)  # zero-initialised score layers: uniform over 3 classes
     assert model.training  # handed back ready to train
+
+
+def test_progress_line_shows_validation_only_on_validated_epochs():
+    trained = {"train/loss": 0.41234, "train/images_per_s": 38.06}
+    assert progress_line(4, 30, trained) == "epoch 5/30: loss 0.412, 38.1 images/s"
+    validated = {**trained, "val/mean_iu": 0.6342, "val/pixel_accuracy": 0.9}
+    assert progress_line(29, 30, validated).endswith("val mean IU 0.634, pixel accuracy 0.900")
