@@ -9,7 +9,8 @@
     python jobs/quickstart.py --epochs 30 --workdir /tmp/demo
 
 Each step is one of the project's own jobs, called with the flags printed, so every step can be
-rerun by hand. Rerunning the quickstart trains a new model version and relabels the images with it.
+rerun by hand. Rerunning the quickstart trains a new model version and relabels the images with it
+(``--overwrite``: the output always holds one row per image, from the latest model).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
            "--experiment", "quickstart"])
     _step("3/3 segment the corpus' images with the registered model", segment_bucket,
           ["--input", str(corpus / "JPEGImages"), "--output", str(output),
-           "--model", f"models:/{MODEL_NAME}@candidate", "--reprocess-on-model-change",
+           "--model", f"models:/{MODEL_NAME}@candidate", "--overwrite",
            "--experiment", "quickstart"])
 
     print(f"\nmasks (open them in any image viewer): {output / 'masks'}")

@@ -64,9 +64,10 @@ VALIDATION_PAGES = 10
 LISTING_TASK_CPUS = 0
 CPUS_PER_LIST_TASK = 8
 MAX_CONCURRENT_LIST_TASKS = 8
-# A fetch task mostly waits on its parallel GETs, so it holds a quarter of a CPU: on a 2-CPU machine
-# where a training worker holds 1.5 CPUs, two fetch tasks still fit beside it.
-FETCH_TASK_CPUS = 0.25
+# One CPU per fetch task: its `fetch_concurrency` threads already keep many GETs in flight, and a
+# fractional request would let Ray start a worker process per task (dozens on a small machine,
+# each importing s3fs: measured 4x slower). Callers that must fit beside training pass less.
+FETCH_TASK_CPUS = 1
 
 
 def _to_block(objects: list[ObjectInfo]) -> pa.Table:
@@ -260,15 +261,15 @@ def fetch_batch(batch: pa.Table, *, columns: dict[str, str], concurrency: int = 
 
 def attach_bytes(dataset: ray.data.Dataset, *, columns: dict[str, str] | None = None,
                  fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
-                 retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+                 retry: RetryPolicy = DEFAULT_RETRY, fetch_cpus: float = FETCH_TASK_CPUS) -> ray.data.Dataset:
     """``dataset`` plus the bytes behind its URI column(s) (default ``{"uri": "bytes"}``) and ``error``.
 
-    Fetch tasks take ``rows_per_block`` rows each and are spread over the cluster's nodes.
+    Fetch tasks take ``rows_per_block`` rows each and ``fetch_cpus`` logical CPUs each.
     """
     return dataset.map_batches(fetch_batch, batch_size=rows_per_block, batch_format="pyarrow",
                                fn_kwargs={"columns": columns or {"uri": "bytes"}, "concurrency": fetch_concurrency,
                                           "retry": retry},
-                               num_cpus=FETCH_TASK_CPUS)
+                               num_cpus=fetch_cpus)
 
 
 def read_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *,

@@ -8,13 +8,29 @@ cause chain to find ours. Anything unexpected still gets its full traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from pipelines.errors import UserError
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``ray job stop``, a Kubernetes pod stopping): unwinds the job like Ctrl-C does.
+
+    Without it the process dies on the spot, leaving its MLflow run RUNNING forever and its output
+    lock held until the lease runs out; unwinding closes both as an interrupted run.
+    """
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Every exception type that carries a message written for the user."""
@@ -66,19 +82,29 @@ def connect_ray() -> None:
         # With the dashboard (on 127.0.0.1): Ray's state API, which Ray Train uses to watch its
         # controller, and a page showing the job's progress.
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True)
+    # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def run_cli(job: Callable[[], None]) -> int:
-    """Run ``job`` and return the process exit code: 0, 2 for a user error (one line on stderr), 130."""
+    """Run ``job``; the exit code: 0, 2 for a user error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         job()
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}: rerun the same command to continue where it "
+              "stopped", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs below
         found = find_user_error(error)
         if found is None:
             raise
         print(f"error: {one_line(found)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

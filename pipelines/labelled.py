@@ -24,7 +24,7 @@ import ray
 
 from fcn_core.masks import IGNORE_INDEX, decode_mask_png
 from pipelines import storage
-from pipelines.corpus import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, attach_bytes
+from pipelines.corpus import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS, attach_bytes
 from pipelines.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from pipelines.errors import UserError
 from pipelines.listing import CorpusFilter, is_manifest, iter_objects
@@ -129,13 +129,15 @@ def list_labelled_pairs(source: LabelledSource) -> list[tuple[str, str]]:
 
 
 def read_labelled(source: LabelledSource, *, fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
-                  rows_per_block: int = DEFAULT_ROWS_PER_BLOCK, retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+                  rows_per_block: int = DEFAULT_ROWS_PER_BLOCK, retry: RetryPolicy = DEFAULT_RETRY,
+                  fetch_cpus: float = FETCH_TASK_CPUS) -> ray.data.Dataset:
     """The pairs of ``source`` as a dataset: image_uri, mask_uri, image_bytes, mask_bytes, error."""
     pairs = list_labelled_pairs(source)
     listed = ray.data.from_items([{"image_uri": image, "mask_uri": mask} for image, mask in pairs],
                                  override_num_blocks=max(1, -(-len(pairs) // rows_per_block)))
     return attach_bytes(listed, columns={"image_uri": "image_bytes", "mask_uri": "mask_bytes"},
-                        fetch_concurrency=fetch_concurrency, rows_per_block=rows_per_block, retry=retry)
+                        fetch_concurrency=fetch_concurrency, rows_per_block=rows_per_block, retry=retry,
+                        fetch_cpus=fetch_cpus)
 
 
 def decode_labelled_pair(image_bytes: bytes | None, mask_bytes: bytes | None, *, num_classes: int,

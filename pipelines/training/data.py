@@ -49,8 +49,11 @@ def decode_rows(batch: dict[str, np.ndarray], num_classes: int) -> tuple[list[np
 
 
 def read_split(config: TrainConfig, split: str) -> ray.data.Dataset:
-    """The fetched pairs of one split of `config.data`; a missing mask is a LabelError right here."""
-    return read_labelled(LabelledSource(config.data, config.layout, split))
+    """The fetched pairs of one split of `config.data`; a missing mask is a LabelError right here.
+
+    Fetch tasks ask for `DATA_CPUS`, the share CPU workers leave free, so they run beside training.
+    """
+    return read_labelled(LabelledSource(config.data, config.layout, split), fetch_cpus=DATA_CPUS)
 
 
 def class_names_of(config: TrainConfig) -> list[str]:

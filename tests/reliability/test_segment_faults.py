@@ -130,3 +130,32 @@ def test_an_unreachable_mlflow_server_stops_the_job_before_any_work(ray_local, s
     assert written == [], "the job wrote before checking the tracking server"
     assert untracked == 0 and "nothing of this run is recorded in MLflow" in notice
     assert not audit.problems(), audit.problems()
+
+
+def test_a_stopped_driver_closes_its_mlflow_run_and_releases_the_output(
+        ray_local, s3_server, s3_files, mlflow_server, tiny_checkpoint, tmp_path):
+    """SIGTERM (``ray job stop``, a pod shutting down) unwinds the job: exit 143, MLflow run closed, lock freed."""
+    bucket, inputs = _corpus(s3_server, "driver-stop", DRIVER_KILL_IMAGES)
+    output, experiment = f"{bucket}/out", f"stopped-{bucket}"
+    command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
+               f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--experiment", experiment]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
+    with open(tmp_path / "stopped.log", "wb") as log:
+        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
+                     running=lambda: driver.poll() is None)
+        finally:
+            driver.send_signal(signal.SIGTERM)
+            driver.wait(timeout=120)
+    assert driver.returncode == 143, (tmp_path / "stopped.log").read_text()[-3000:]
+    assert "terminated: rerun the same command" in (tmp_path / "stopped.log").read_text()
+
+    client = MlflowClient(mlflow_server.tracking_uri)
+    (stopped,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert stopped.info.status == "FAILED"  # closed, not RUNNING forever
+    # The lock went with the run: the same command starts at once and completes the output.
+    rerun = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not audit_output(s3_files, output, inputs).problems()
