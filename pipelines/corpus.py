@@ -175,6 +175,22 @@ def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: R
                                   for low, high in zip(bounds, bounds[1:])))
 
 
+def list_on_driver(source: str, flt: CorpusFilter = CorpusFilter(), *,
+                   retry: RetryPolicy = DEFAULT_RETRY) -> list[ObjectInfo] | None:
+    """The whole listing of a small prefix, when the driver's validation pages already hold all of it.
+
+    None for a manifest or for a prefix larger than those few pages: those are listed by Ray tasks.
+    Lets a job see that a small corpus has nothing new without starting a pipeline.
+    """
+    if is_manifest(source):
+        return None
+    pages = iter_pages(source, WHOLE, retry=retry)
+    accepted = [info for page in itertools.islice(pages, VALIDATION_PAGES) for info in page if flt.accepts(info.key)]
+    if next(pages, None) is not None:
+        return None
+    return accepted[:flt.limit] if flt.limit else accepted
+
+
 def _listing_concurrency(tasks: int) -> int:
     if not ray.is_initialized():
         ray.init()  # as any Ray Data call would; the cluster's size is needed now

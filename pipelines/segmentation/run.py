@@ -20,7 +20,7 @@ import ray
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
-from pipelines.corpus import attach_bytes, list_corpus
+from pipelines.corpus import attach_bytes, list_corpus, list_on_driver
 from pipelines.errors import ConfigError, UserError
 from pipelines.listing import CorpusFilter
 from pipelines.model_refs import resolve_model_reference
@@ -52,8 +52,7 @@ class SegmentResult:
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
                    provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy):
     """The streaming graph: list -> skip done -> fetch -> decode -> segment (actors) -> write."""
-    listed = list_corpus(config.input, CorpusFilter(include=tuple(config.include), exclude=tuple(config.exclude),
-                                                    limit=config.limit))
+    listed = list_corpus(config.input, _corpus_filter(config))
     if len(done):
         listed = listed.map_batches(drop_done, fn_kwargs={"done": done, "policy": policy,
                                                          "model_version": provenance.model_version},
@@ -75,6 +74,24 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, plan.num_actors)),
         batch_size=config.rows_per_stats_file, batch_format="numpy", num_cpus=plan.cpus_per_task,
     )
+
+
+def _nothing_to_do(config: SegmentConfig, done: np.ndarray, policy: SkipPolicy, model_version: str | None) -> bool:
+    """Whether every image of a small input is already done, judged from a listing on the driver.
+
+    An unchanged nightly rerun then costs its listing and nothing else: no pipeline, no actors.
+    Inputs too large to list in a few pages on the driver go through the pipeline either way.
+    """
+    listing = list_on_driver(config.input, _corpus_filter(config))
+    if listing is None or len(done) == 0:
+        return False
+    listed = {"uri": np.array([info.uri for info in listing], dtype=object),
+              "etag": np.array([info.etag for info in listing], dtype=object)}
+    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"]) == 0
+
+
+def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
+    return CorpusFilter(include=tuple(config.include), exclude=tuple(config.exclude), limit=config.limit)
 
 
 def _stream(dataset, log) -> dict:
@@ -181,8 +198,13 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
             log(f"{len(done)} images recorded in {config.output}; segmenting those not yet done"
                 f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
                 f"{plan.gpus_per_actor:g} GPU")
-            dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done, policy)
-            this_run = _stream(dataset, log)
+            if _nothing_to_do(config, done, policy, model_version):
+                log("every image is done already: nothing to segment")
+                this_run = {OK: 0, ERROR: 0, "seconds": 0.0}
+            else:
+                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done,
+                                         policy)
+                this_run = _stream(dataset, log)
             summary = _summarise(stats_root, class_names, this_run, config, provenance)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],
