@@ -43,4 +43,4 @@ def test_quickstart_runs_everything_locally_and_reruns_with_a_new_model_version(
     assert len(rows) == 12 and {row["model_version"] for row in rows} == {"2"}
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    assert client.get_model_version_by_alias("quickstart-fcn8s", "candidate").version == "2"
+    assert str(client.get_model_version_by_alias("quickstart-fcn8s", "candidate").version) == "2"
