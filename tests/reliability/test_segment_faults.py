@@ -40,6 +40,26 @@ def _corpus(s3_server, stem: str, count: int) -> tuple[str, list[str]]:
     return bucket, uris
 
 
+def _driver_env(mlflow_server) -> dict[str, str]:
+    """The driver joins the test's Ray runtime (as under `ray job submit`), so stopping it ends its job."""
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+            "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
+
+
+def _signal_after_first_commit(command: list[str], env: dict[str, str], s3_files, output: str, log_path: Path,
+                               signum: int) -> subprocess.Popen:
+    """Start the driver, send it ``signum`` once a statistics part file is committed; returns it, reaped."""
+    with open(log_path, "wb") as log:
+        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
+                     running=lambda: driver.poll() is None)
+        finally:
+            driver.send_signal(signum)
+            driver.wait(timeout=120)
+    return driver
+
+
 def test_an_inference_actor_killed_mid_job_is_replaced_and_every_image_is_written_once(
         ray_local, s3_server, s3_files, tiny_checkpoint, fault_report):
     bucket, inputs = _corpus(s3_server, "actor-kill", ACTOR_KILL_IMAGES)
@@ -74,17 +94,9 @@ def test_a_killed_driver_then_the_same_command_completes_exactly_once(
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--max-error-fraction", "0",
                "--experiment", "reliability"]
-    # The driver joins the test's Ray runtime (as under `ray job submit`); killing it ends its job.
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-           "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
-    with open(tmp_path / "killed.log", "wb") as log:
-        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
-                     running=lambda: driver.poll() is None)
-        finally:
-            driver.send_signal(signal.SIGKILL)
-            driver.wait()  # reaped: the lease's pid is gone, as after a real crash
+    env = _driver_env(mlflow_server)
+    # Reaped: the lease's pid is gone, as after a real crash.
+    driver = _signal_after_first_commit(command, env, s3_files, output, tmp_path / "killed.log", signal.SIGKILL)
     wait_for(lambda: not ray_workers("SegmentImages", "WriteOutputs"), what="Ray to stop the dead driver's actors",
              timeout_s=120)
 
@@ -139,16 +151,8 @@ def test_a_stopped_driver_closes_its_mlflow_run_and_releases_the_output(
     output, experiment = f"{bucket}/out", f"stopped-{bucket}"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--experiment", experiment]
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-           "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
-    with open(tmp_path / "stopped.log", "wb") as log:
-        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
-                     running=lambda: driver.poll() is None)
-        finally:
-            driver.send_signal(signal.SIGTERM)
-            driver.wait(timeout=120)
+    env = _driver_env(mlflow_server)
+    driver = _signal_after_first_commit(command, env, s3_files, output, tmp_path / "stopped.log", signal.SIGTERM)
     assert driver.returncode == 143, (tmp_path / "stopped.log").read_text()[-3000:]
     assert "terminated: rerun the same command" in (tmp_path / "stopped.log").read_text()
 
