@@ -25,6 +25,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -244,6 +245,18 @@ class TrackedRun:
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         mlflow_client(self.tracking_uri).log_artifact(self.run_id, local_path, artifact_path)
 
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Log ``data`` as the artifact ``artifact_file`` (e.g. ``plots/iu.png``).
+
+        MLflow uploads from local files, so the bytes pass through a temporary folder.
+        """
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory(prefix="fcn-artifact-") as directory:
+            path = os.path.join(directory, name)
+            with open(path, "wb") as handle:
+                handle.write(data)
+            self.log_artifact(path, folder or None)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         mlflow_client(self.tracking_uri).log_batch(self.run_id, tags=[
             RunTag(key, str(value)) for key, value in redact_mapping(tags).items()])
@@ -265,6 +278,9 @@ class DisabledRun:
         pass
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

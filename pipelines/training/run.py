@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,10 +145,7 @@ def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[s
                          confusion, class_names, f"validation confusion matrix, best checkpoint (epoch {epoch})"),
                      "class_iu.png": per_class_iu_png([variant], class_names, np.array([per_class_iu]))}
             for name, png in plots.items():
-                path = os.path.join(directory, name)
-                with open(path, "wb") as handle:
-                    handle.write(png)
-                run.log_artifact(path, "plots")
+                run.log_bytes(png, f"plots/{name}")
             run.log_dict(record, "plots/validation.json")
         best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
                                                                 download_dir=directory).checkpoint_path)

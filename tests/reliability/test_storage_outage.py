@@ -28,7 +28,7 @@ import ray
 from infra.local.services import session_members
 from jobs import segment_bucket
 from tests.fixtures.ray_cluster import LOGICAL_CPUS
-from tests.fixtures.s3_server import SeaweedServer, start_seaweedfs
+from tests.fixtures.s3_server import SeaweedServer, restore_environ, start_seaweedfs
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
@@ -91,11 +91,7 @@ def outage_stack(s3_server, tmp_path_factory):
         yield stack
     finally:
         ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        restore_environ(saved)
         proxy.cut()
         stack.server.stop()
 
