@@ -32,6 +32,16 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _unwind_on_sigterm():
+    """Make SIGTERM raise `Terminated`; returns the handler it replaced.
+
+    None off the main thread, where Python cannot install signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Every exception type that carries a message written for the user."""
     from fcn_core.checkpoint import CheckpointError
@@ -82,15 +92,12 @@ def connect_ray() -> None:
         # With the dashboard (on 127.0.0.1): Ray's state API, which Ray Train uses to watch its
         # controller, and a page showing the job's progress.
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True)
-    # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    _unwind_on_sigterm()  # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's
 
 
 def run_cli(job: Callable[[], None]) -> int:
     """Run ``job``; the exit code: 0, 2 for a user error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = _unwind_on_sigterm()
     try:
         job()
     except KeyboardInterrupt as interrupt:
@@ -105,6 +112,6 @@ def run_cli(job: Callable[[], None]) -> int:
         print(f"error: {one_line(found)}", file=sys.stderr)
         return EXIT_USER_ERROR
     finally:
-        if in_main_thread:
+        if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0

@@ -82,8 +82,10 @@ def _nothing_to_do(config: SegmentConfig, done: np.ndarray, policy: SkipPolicy, 
     An unchanged nightly rerun then costs its listing and nothing else: no pipeline, no actors.
     Inputs too large to list in a few pages on the driver go through the pipeline either way.
     """
+    if len(done) == 0:  # a first run: nothing to compare a listing with
+        return False
     listing = list_on_driver(config.input, _corpus_filter(config))
-    if listing is None or len(done) == 0:
+    if listing is None:
         return False
     listed = {"uri": np.array([info.uri for info in listing], dtype=object),
               "etag": np.array([info.etag for info in listing], dtype=object)}
