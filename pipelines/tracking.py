@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import os
 import re
@@ -44,6 +45,11 @@ _TRUNCATED = "...[truncated]"
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "credential")
 _MIN_SECRET_LENGTH = 8  # shorter environment values (e.g. "true") would mask ordinary text
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
+
+# A job's first use of a local SQLite store makes MLflow log "Creating initial MLflow database
+# tables..." and "Updating database tables" to stderr: noise around a job's one-line errors and
+# progress. Warnings and errors from the store still show.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 class TrackingUnavailableError(UserError):
