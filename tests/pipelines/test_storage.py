@@ -167,6 +167,22 @@ def test_s3_missing_object_and_missing_bucket(bucket):
 
 
 @pytest.mark.integration
+def test_read_many_keeps_order_across_filesystems_and_returns_each_failure(bucket, tmp_path):
+    s3_uris = [f"s3://{bucket}/many/{name}" for name in ("a[1].jpg", "b*.jpg", "c?.jpg")]  # glob characters
+    for index, uri in enumerate(s3_uris):
+        storage.write_bytes_atomic(uri, bytes([index]) * 10)
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"local")
+    missing_s3, missing_local = f"s3://{bucket}/many/absent.jpg", str(tmp_path / "absent.bin")
+    uris = [s3_uris[2], str(local), missing_s3, s3_uris[0], missing_local, s3_uris[1]]
+    results = storage.read_many(uris, concurrency=2, retry=FAST_RETRY)
+    assert results[0] == b"\x02" * 10 and results[1] == b"local" and results[3] == b"\x00" * 10
+    assert results[5] == b"\x01" * 10
+    assert isinstance(results[2], ObjectNotFoundError) and missing_s3 in str(results[2])
+    assert isinstance(results[4], ObjectNotFoundError) and missing_local in str(results[4])
+
+
+@pytest.mark.integration
 def test_wrong_credentials_are_one_line_that_never_shows_the_secret(s3_server, bucket, monkeypatch):
     storage.write_bytes_atomic(f"s3://{bucket}/k", b"x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-0123456789")
