@@ -20,7 +20,7 @@ import ray
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
-from pipelines.corpus import attach_bytes, list_corpus, list_on_driver
+from pipelines.corpus import FETCH_TASK_CPUS, attach_bytes, list_corpus, list_on_driver
 from pipelines.errors import ConfigError, UserError
 from pipelines.listing import CorpusFilter
 from pipelines.model_refs import resolve_model_reference
@@ -30,9 +30,11 @@ from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.export import LABELMAP_NAME
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
+from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import log_previews
-from pipelines.segmentation.stages import SegmentImages, WriteOutputs, prepare_images
+from pipelines.segmentation.stages import SegmentImages
 from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, latest_rows, read_stats
+from pipelines.segmentation.write import WriteOutputs
 
 SUMMARY_NAME = "summary.json"
 PROGRESS_EVERY_S = 10.0
@@ -61,7 +63,7 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
     prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
                                                               "max_pixels": config.max_pixels},
                                    batch_size=config.batch_size, batch_format="numpy",
-                                   num_cpus=plan.cpus_per_task)
+                                   num_cpus=FETCH_TASK_CPUS)
     segmented = prepared.map_batches(
         SegmentImages,
         fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",

@@ -22,7 +22,8 @@ from PIL import Image
 from fcn_core.masks import decode_mask_png
 from jobs import segment_bucket
 from pipelines.listing import MANIFEST_SCHEMA
-from pipelines.segmentation.stages import SegmentImages, prepare_images
+from pipelines.segmentation.prepare import prepare_images
+from pipelines.segmentation.stages import SegmentImages
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import (
