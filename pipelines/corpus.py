@@ -6,13 +6,14 @@ bucket exists, the credentials work, the prefix holds images: each failure is on
 any Ray work), and the listing itself runs inside read tasks, page by page:
 
     list_corpus:  driver: first page -> head rows, plan shards      (uri, key, size, etag)
-                  read tasks: one per listing shard, streamed in blocks of `rows_per_block`
-    attach_bytes: map_batches, SPREAD over nodes, `fetch_concurrency` parallel GETs per task
+                  read tasks: the head (replayed), then one per listing shard, in blocks of `rows_per_block`
+    attach_bytes: map_batches, SPREAD over nodes, `fetch_concurrency` GETs in flight per task
                                                                     (+ bytes, error)
 
-The objects of the first page flow straight from the driver, so the first images are fetched
-while the rest of the prefix is still being listed. Callers that drop objects before paying for
-their GETs (e.g. images already done) filter between `list_corpus` and `attach_bytes`.
+The objects of the first page go to the fetch stage from the first read task, which makes no
+request, so the first images are fetched while the rest of the prefix is still being listed.
+Callers that drop objects before paying for their GETs (e.g. images already done) filter between
+`list_corpus` and `attach_bytes`.
 
 Block sizes: Ray coalesces a read task's output up to ``target_max_block_size`` (128 MiB by
 default: half a million listed keys, a minute of S3 listing) before passing it on. Corpus datasets
@@ -124,7 +125,7 @@ class _ObjectListDatasource(Datasource):
 class _ListingPlan:
     """What the driver found while validating a source, and the read tasks that list the rest."""
 
-    head: tuple[ObjectInfo, ...]  # emitted from the driver, ahead of any read task
+    head: tuple[ObjectInfo, ...]  # listed by the driver; replayed by the first read task
     producers: tuple[Callable[[], Iterable[ObjectInfo]], ...]  # one read task each
 
 
