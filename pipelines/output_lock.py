@@ -1,15 +1,18 @@
 """One writer per output prefix: a lease file that works on any filesystem, S3 included.
 
-Object stores have no atomic "create if absent" that every S3-compatible server supports, so the
-lock is a lease with a settle delay:
+The lock is a lease file, ``OUTPUT/_lock.json``:
 
-1. If ``OUTPUT/_lock.json`` exists and is fresh (its holder renewed it within ``ttl_s``, and, when
-   the holder ran on this host, its process is alive), the output is busy: fail at once.
-2. Otherwise write our own lease (a random token), wait ``settle_s``, and read it back. Two runs
-   that raced through step 1 both write; whichever wrote last owns the lock and the other sees a
-   foreign token and backs off. S3 is strongly consistent, so the read-back is reliable as long as
-   the gap between a run's check and its write is shorter than ``settle_s``.
-3. The holder renews the lease from a background thread while it works and deletes it at the end.
+1. If it exists and is fresh (its holder renewed it within ``ttl_s``, and, when the holder ran on
+   this host, its process is alive), the output is busy: fail at once.
+2. If there is none and the filesystem can create a file atomically only when absent (local
+   folders: `storage.create_new`), create our lease (a random token) that way: of two runs that
+   raced through step 1, one creates it and the other is told the output is busy. No waiting.
+3. Otherwise (object stores, which have no "create if absent" that every S3-compatible server
+   supports; or a stale lease to take over), write our lease, wait ``settle_s`` and read it back.
+   Two runs that raced through step 1 both write; whichever wrote last owns the lock and the other
+   sees a foreign token and backs off. S3 is strongly consistent, so the read-back is reliable as
+   long as the gap between a run's check and its write is shorter than ``settle_s``.
+4. The holder renews the lease from a background thread while it works and deletes it at the end.
 
 A run killed with ``kill -9`` leaves a lease behind; on the same host it is recognised as stale at
 once (its pid is gone), elsewhere after ``ttl_s`` without renewal.
@@ -22,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import NoReturn
 
 from pipelines import storage
 from pipelines.errors import UserError
@@ -78,15 +82,31 @@ class OutputLock:
             raise OutputBusyError(
                 f"{self.uri} is held by {lease.get('owner')} (pid {lease.get('pid')} on {lease.get('host')}); "
                 f"wait for that run to finish, or delete the lock file if it is certainly dead")
+        if not (lease is None and self._create_atomically()):
+            self._write_and_settle()
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name="output-lock-renewer")
+        self._renewer.start()
+        return self
+
+    def _create_atomically(self) -> bool:
+        """Create our lease where there is none (step 2); False where the filesystem cannot promise atomicity."""
+        try:
+            return storage.create_new(self.uri, self._lease())
+        except FileExistsError:
+            self._raise_taken()
+
+    def _write_and_settle(self) -> None:
+        """Write our lease over whatever is there, wait, and check it is still ours (step 3)."""
         storage.write_bytes_atomic(self.uri, self._lease())
         time.sleep(self.settle_s)
         lease = self._current()
         if lease is None or lease.get("token") != self.token:
-            holder = lease.get("owner") if lease else "another run"
-            raise OutputBusyError(f"{self.uri} was taken by {holder} at the same moment; try again later")
-        self._renewer = threading.Thread(target=self._renew, daemon=True, name="output-lock-renewer")
-        self._renewer.start()
-        return self
+            self._raise_taken()
+
+    def _raise_taken(self) -> NoReturn:
+        lease = self._current()
+        holder = lease.get("owner") if lease else "another run"
+        raise OutputBusyError(f"{self.uri} was taken by {holder} at the same moment; try again later")
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):

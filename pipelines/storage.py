@@ -390,6 +390,33 @@ def open_atomic(uri: str) -> Iterator[BinaryIO]:
         raise translate_error(error, uri) from error
 
 
+def create_new(uri: str, data: bytes) -> bool:
+    """Write ``data`` at ``uri`` only if nothing is there, in one atomic step; False where that cannot be promised.
+
+    Local files: written to a temporary file, then hard-linked to the name, which fails if the name
+    exists (`FileExistsError`), so two writers never both succeed and readers never see half a file.
+    Object stores (and filesystems without hard links) return False without writing: the caller
+    needs another way to settle a race.
+    """
+    filesystem, path = resolve(uri)
+    if not is_local(filesystem):
+        return False
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        return False  # e.g. a filesystem without hard links
+    finally:
+        os.unlink(temporary)
+    return True
+
+
 def write_bytes_atomic(uri: str, data: bytes, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
     """Write ``data`` to ``uri`` so that readers never see a partial file (see `open_atomic`)."""
     filesystem, path = resolve(uri)

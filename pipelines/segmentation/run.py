@@ -55,6 +55,10 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
                    provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy):
     """The streaming graph: list -> skip done -> fetch -> decode -> segment (actors) -> write."""
     listed = list_corpus(config.input, _corpus_filter(config))
+    # Unlike a plain read, this graph waits on its inference actor's start (seconds), which hides the
+    # first fetches' wait under Ray Data's per-operator reservations, and with them the actor pools
+    # start sooner (10 new images of a 1,000-image input: 5.6 s with, 7.9 s without).
+    listed.context.op_resource_reservation_enabled = True
     if len(done):
         listed = listed.map_batches(drop_done, fn_kwargs={"done": done, "policy": policy,
                                                          "model_version": provenance.model_version},
