@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -199,18 +199,23 @@ def _listing_concurrency(tasks: int) -> int:
 
 
 def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
-                max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY) -> ray.data.Dataset:
+                max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY,
+                listed: Sequence[ObjectInfo] | None = None) -> ray.data.Dataset:
     """The objects of ``source`` (a prefix or a manifest) that pass ``flt``: columns uri, key, size, etag.
 
     Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
     `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
     A prefix is split into up to ``max_list_tasks`` listing tasks (one per group of top-level
     folders; one runs per 8 cluster CPUs, at most 8), a manifest into as many runs of row groups.
-    Blocks hold ``rows_per_block`` rows.
+    Blocks hold ``rows_per_block`` rows. ``listed``: the whole filtered listing, already made on the
+    driver (`list_on_driver`), so that the store is not asked again.
     """
     if rows_per_block < 1 or max_list_tasks < 1:
         raise ValueError(f"need rows_per_block >= 1 and max_list_tasks >= 1, got {rows_per_block}, {max_list_tasks}")
-    plan = (_plan_manifest if is_manifest(source) else _plan_prefix)(source, flt, max_list_tasks, retry)
+    if listed is not None and not listed:
+        raise EmptyCorpusError(f"no images under {source} (filters: {flt.describe()})")
+    plan = (_ListingPlan(tuple(listed), ()) if listed is not None
+            else (_plan_manifest if is_manifest(source) else _plan_prefix)(source, flt, max_list_tasks, retry))
     # The head is the first read task: it replays what the driver listed (no request), so its
     # objects reach the fetch stage while the listing tasks behind it are still waiting on the store.
     producers = [partial(tuple, plan.head), *plan.producers] if plan.head else list(plan.producers)
