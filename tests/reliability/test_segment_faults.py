@@ -27,8 +27,9 @@ from tests.reliability.running import ray_workers, start_segment_bucket, wait_fo
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-# More than one statistics part file's worth (256 rows each), so the kill lands between commits.
-DRIVER_KILL_IMAGES = 400
+# Several statistics part files' worth (256 rows each), so the kill lands between commits even when the
+# pipeline is fast (at 400 the run had committed everything by the time the first commit was seen).
+DRIVER_KILL_IMAGES = 1500
 ACTOR_KILL_IMAGES = 240  # enough that the job is still running 2 s after its actor appears
 
 
