@@ -50,7 +50,7 @@ def augment_batch(
 
 
 class AugmentingCollate(NumpyBatchCollateFn):
-    """Decodes and augments a batch of fetched pairs for one epoch, in a prefetch thread of the worker.
+    """Decodes and augments a batch of fetched pairs for one epoch (where: see `loop.training_batches`).
 
     Returns what `augment_batch` does: images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop).
     """

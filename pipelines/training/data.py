@@ -1,10 +1,11 @@
 """Ray datasets of labelled pairs for training, and how they are shared out to workers.
 
 Ray Data lists and fetches the bytes of image/mask pairs on the cluster, streaming ahead of the
-workers; each worker decodes and augments its pairs in the prefetch threads of its shard iterator
-(`augment.AugmentingCollate`), overlapping the training steps. Compressed bytes are a fraction of
-the decoded pixels, so this moves the least data between processes (`benchmarks/train_throughput.py`
-measured it as fast as decoding in separate Ray Data tasks, with less code), and a bad pair raises
+workers; each worker decodes and augments its own pairs (`augment.AugmentingCollate`: on a GPU in
+the prefetch threads of its shard iterator, on a CPU between steps, see `loop.training_batches`).
+Compressed bytes are a fraction of the decoded pixels, so this moves the least data between
+processes (`benchmarks/train_throughput.py` measured it as fast as decoding in separate Ray Data
+tasks, with less code), and a bad pair raises
 `LabelError` in the worker itself, which reaches the driver intact (an exception raised inside a Ray
 Data task arrives only as text) so the job can print the one line naming the file.
 

@@ -83,11 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             epoch_seed = int(np.random.SeedSequence([config.seed, epoch, rank]).generate_state(1)[0])
             torch.manual_seed(epoch_seed)
             metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            batches = ray.train.get_dataset_shard(TRAIN).iter_torch_batches(
-                batch_size=config.batch_size, collate_fn=AugmentingCollate(config, len(settings.class_names), epoch),
-                local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * config.batch_size, local_shuffle_seed=epoch_seed,
-                prefetch_batches=PREFETCH_BATCHES, pin_memory=device.type == "cuda",
-            )
+            batches = training_batches(ray.train.get_dataset_shard(TRAIN), config, len(settings.class_names),
+                                       epoch, epoch_seed, device)
             started = time.perf_counter()
             metrics["train/loss"], images = train_one_epoch(replica, optimizer, batches, normalization, device,
                                                             amp=config.amp)
@@ -103,6 +100,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     finally:
         if monitor is not None:
             monitor.finish()
+
+
+def training_batches(shard: ray.data.DataIterator, config: TrainConfig, num_classes: int, epoch: int, seed: int,
+                     device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """This worker's augmented batches of one epoch: images uint8 (N, crop, crop, 3), masks int64 (N, crop, crop).
+
+    On a GPU, pairs are decoded and augmented in the iterator's prefetch threads, overlapping the
+    device's work. On a CPU worker, torch's threads already hold every core of the worker, and a
+    decoding thread beside them slows each step more than it overlaps (OpenMP threads wait for the
+    one that lost its core): pairs are decoded in the training thread, between steps, while Ray Data
+    keeps fetching the bytes ahead in other processes.
+    """
+    collate = AugmentingCollate(config, num_classes, epoch)
+    shuffle = {"local_shuffle_buffer_size": SHUFFLE_BUFFER_BATCHES * config.batch_size, "local_shuffle_seed": seed}
+    if device.type == "cuda":
+        return shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=collate,
+                                        prefetch_batches=PREFETCH_BATCHES, pin_memory=True, **shuffle)
+    return map(collate, shard.iter_batches(batch_size=config.batch_size, batch_format="numpy",
+                                           prefetch_batches=PREFETCH_BATCHES, **shuffle))
 
 
 def _restore_latest() -> Restored | None:
