@@ -13,12 +13,16 @@ layer's padding changes the offsets.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 # Layers that act pixel by pixel and leave coordinates where they are.
 _POINTWISE = (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.Identity)
@@ -62,7 +66,7 @@ def layer_map(module: nn.Module) -> CoordMap:
     """The coordinate map of one module (containers and residual blocks compose their children)."""
     if isinstance(module, nn.Sequential):
         return path_map(module)
-    if isinstance(module, (Bottleneck, BasicBlock)):
+    if isinstance(module, _residual_block_types()):
         return _residual_map(module)
     if isinstance(module, _POINTWISE):
         return IDENTITY
@@ -78,9 +82,19 @@ def layer_map(module: nn.Module) -> CoordMap:
     raise TypeError(f"no coordinate map for {type(module).__name__}; add it to fcn_core.models.alignment")
 
 
+def _residual_block_types() -> tuple[type, ...]:
+    """torchvision's ResNet blocks, if torchvision's ResNet is loaded; else none can exist in a model.
+
+    Read from `sys.modules` rather than imported, so that VGG models never import torchvision (see
+    `Backbone.imagenet_weights`).
+    """
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return (resnet.BasicBlock, resnet.Bottleneck) if resnet is not None else ()
+
+
 def _residual_map(block: BasicBlock | Bottleneck) -> CoordMap:
     """A residual block's main path; its shortcut must land on the same grid or the sum would be misaligned."""
-    convs = [block.conv1, block.conv2] + ([block.conv3] if isinstance(block, Bottleneck) else [])
+    convs = [block.conv1, block.conv2] + ([block.conv3] if hasattr(block, "conv3") else [])
     main = path_map(convs)
     shortcut = IDENTITY if block.downsample is None else layer_map(block.downsample)
     if main != shortcut:

@@ -6,7 +6,6 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from fcn_core.normalization import Normalization
 
@@ -25,7 +24,9 @@ class Backbone(Protocol):
 
     feature_info: tuple[FeatureInfo, ...]
     normalization: Normalization
-    imagenet_weights: WeightsEnum
+    # torchvision's name for them, e.g. "VGG16_Weights.IMAGENET1K_V1": a name, so that building or loading a
+    # model does not import torchvision (about a second of every inference actor's start).
+    imagenet_weights: str
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """`(N, 3, H, W)` -> `{tap name: (N, channels, ~H/stride, ~W/stride)}`."""

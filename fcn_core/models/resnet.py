@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
 
 from fcn_core.models.backbone import FeatureInfo
 from fcn_core.models.state import load_exact_state_dict
@@ -20,10 +19,12 @@ from fcn_core.normalization import IMAGENET_NORMALIZATION
 class ResNet50Backbone(nn.Module):
     """ResNet-50 with taps layer2 (stride 8), layer3 (stride 16) and layer4 (stride 32, followed by dropout)."""
 
-    imagenet_weights = ResNet50_Weights.IMAGENET1K_V2
+    imagenet_weights = "ResNet50_Weights.IMAGENET1K_V2"
     normalization = IMAGENET_NORMALIZATION
 
     def __init__(self, dropout: float = 0.5) -> None:
+        from torchvision.models import resnet50  # here, not at the top: see Backbone.imagenet_weights
+
         super().__init__()
         network = resnet50(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = network.conv1, network.bn1, network.relu, network.maxpool

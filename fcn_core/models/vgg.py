@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torchvision.models import VGG16_Weights
 
 from fcn_core.models.backbone import FeatureInfo
 from fcn_core.models.state import load_exact_state_dict
@@ -56,7 +55,7 @@ class VGG16Backbone(nn.Module):
     into 700x700, about twice the pixels).
     """
 
-    imagenet_weights = VGG16_Weights.IMAGENET1K_V1
+    imagenet_weights = "VGG16_Weights.IMAGENET1K_V1"
     normalization = IMAGENET_NORMALIZATION
 
     def __init__(self, width_multiplier: float = 1.0, compact: bool = False, dropout: float = 0.5) -> None:

@@ -22,7 +22,9 @@ def load_backbone_weights(model: FCN, source: str | os.PathLike[str]) -> list[st
     """
     backbone = model.backbone
     if str(source) == "imagenet":
-        weights = backbone.imagenet_weights
+        from torchvision.models import get_weight
+
+        weights = get_weight(backbone.imagenet_weights)
         try:
             state_dict = weights.get_state_dict(progress=False)
         except OSError as error:

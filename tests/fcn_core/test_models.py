@@ -1,4 +1,6 @@
 """The model registry: every variant's output shape and alignment, the paper-size model, staged initialisation."""
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -200,3 +202,18 @@ def test_atonce_damps_the_skips_by_fixed_factors():
     images = torch.randn(1, 3, 40, 36)
     with torch.inference_mode():
         torch.testing.assert_close(atonce(images), 0.01 * plain(images), atol=1e-6, rtol=1e-4)
+
+
+def test_a_vgg_model_is_built_saved_and_loaded_without_importing_torchvision(tmp_path):
+    """Torchvision's import is about a second of every inference actor's and training worker's start."""
+    script = f"""
+import sys
+from fcn_core.checkpoint import load_checkpoint, save_checkpoint
+from fcn_core.models import build_model
+save_checkpoint({str(tmp_path / "model.pt")!r}, build_model("fcn8s", 3, width_multiplier={TINY}), class_names=["a", "b", "c"])
+load_checkpoint({str(tmp_path / "model.pt")!r})
+import pipelines.segmentation.stages
+print(sorted(name for name in sys.modules if name.split(".")[0] == "torchvision"))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
