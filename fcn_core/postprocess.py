@@ -52,8 +52,12 @@ def predict_mask(logits: torch.Tensor, size: tuple[int, int], *, stripe_rows: in
     confidence_sum = torch.zeros(num_classes, dtype=torch.float64, device=device)
     for top in range(0, out_h, stripe_rows):
         rows = ys[top : top + stripe_rows]
-        grid = torch.stack(torch.meshgrid(rows, xs, indexing="ij")[::-1], dim=-1)  # (r, W, 2) as (x, y)
-        stripe = F.grid_sample(logits, grid.unsqueeze(0), mode="bilinear", padding_mode="border", align_corners=False)
+        if (in_h, in_w) == size:  # inference ran at full size: nothing to resample
+            stripe = logits[:, :, top : top + stripe_rows]
+        else:
+            grid = torch.stack(torch.meshgrid(rows, xs, indexing="ij")[::-1], dim=-1)  # (r, W, 2) as (x, y)
+            stripe = F.grid_sample(logits, grid.unsqueeze(0), mode="bilinear", padding_mode="border",
+                                   align_corners=False)
         confidence, labels = stripe[0].softmax(dim=0).max(dim=0)  # (r, W) each
         mask[top : top + len(rows)] = labels.to(torch.uint8)
         flat = labels.flatten()
