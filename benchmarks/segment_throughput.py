@@ -8,9 +8,11 @@ On the same images and model, in one run:
       statistics, masks, summary), timed from its call to its return on an already running Ray.
 Prints images/s for each and the ratios c/a and c/b. Goal on CPU: c/a >= 0.85. (a) is measured
 before and after (c) and (c) compared with their mean: on a shared machine the speed drifts, and
-bracketing cancels a steady drift.
+bracketing cancels a steady drift. (a) and (b) run with the malloc settings the job's actors use
+(`pipelines.cpu_allocator`), so the ratios measure the pipeline, not the allocator.
 
-    python -m benchmarks.segment_throughput                   # 384 images of 224x224, FCN-8s at width 1/4
+    python -m benchmarks.segment_throughput                   # 1,536 images of 224x224, FCN-8s at width 1/4
+    python -m benchmarks.segment_throughput --images 384      # where the ~5 s start-up still shows
     python -m benchmarks.segment_throughput --images 96 --width 0.125   # a quicker look
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from benchmarks.common import corpus_and_checkpoint, segment, start_ray
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import encode_mask_png
 from fcn_core.normalization import normalize_image
+from pipelines.cpu_allocator import reuse_freed_memory
 
 
 def pure_forward(model, images: list[np.ndarray], normalization, batch_size: int) -> float:
@@ -58,7 +61,7 @@ def naive_sequential(model, paths: list[Path], normalization, output: Path) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--images", type=int, default=1536)
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--width", type=float, default=0.25, help="VGG width multiplier of the FCN-8s")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -68,6 +71,7 @@ def main() -> None:
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
+    reuse_freed_memory()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         images_dir, checkpoint = corpus_and_checkpoint(root, images=args.images, size=args.size, width=args.width)

@@ -18,6 +18,7 @@ import torch
 
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.normalization import normalize_image
+from pipelines.cpu_allocator import reuse_freed_memory
 
 
 def group_by_shape(images: Iterable[np.ndarray]) -> list[list[int]]:
@@ -36,6 +37,7 @@ class DeviceModel:
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":  # logical CPUs may outnumber the machine's cores (as in tests)
             torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+            reuse_freed_memory()
         self.model = loaded.model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -210,7 +210,8 @@ def test_a_vgg_model_is_built_saved_and_loaded_without_importing_torchvision(tmp
 import sys
 from fcn_core.checkpoint import load_checkpoint, save_checkpoint
 from fcn_core.models import build_model
-save_checkpoint({str(tmp_path / "model.pt")!r}, build_model("fcn8s", 3, width_multiplier={TINY}), class_names=["a", "b", "c"])
+model = build_model("fcn8s", 3, width_multiplier={TINY})
+save_checkpoint({str(tmp_path / "model.pt")!r}, model, class_names=["a", "b", "c"])
 load_checkpoint({str(tmp_path / "model.pt")!r})
 import pipelines.segmentation.stages
 print(sorted(name for name in sys.modules if name.split(".")[0] == "torchvision"))

@@ -1,0 +1,35 @@
+"""The malloc settings of model-running processes, observed through glibc's own accounting."""
+import subprocess
+import sys
+
+import pytest
+
+# Allocates a 20 MiB tensor (an activation's size) and reports whether glibc serves it with an mmap of its
+# own (then every pass pays page faults for it), and whether the heap keeps its memory once it is freed.
+SCRIPT = """
+import ctypes, sys, torch
+from pipelines.cpu_allocator import reuse_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+applied = reuse_freed_memory() if sys.argv[1] == "tuned" else False
+tensor = torch.empty(20 << 20, dtype=torch.uint8)
+mmapped = libc.mallinfo2().hblkhd >= 20 << 20
+del tensor
+print(applied, mmapped, libc.mallinfo2().fordblks >= 20 << 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_activation_sized_blocks_come_from_the_heap_once_applied():
+    def run(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run("default") == ["False", "True", "False"]  # glibc's default: a fresh mmap, unmapped when freed
+    assert run("tuned") == ["True", "False", "True"]
