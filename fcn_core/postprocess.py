@@ -50,9 +50,10 @@ def predict_mask(logits: torch.Tensor, size: tuple[int, int], *, stripe_rows: in
     mask = torch.empty((out_h, out_w), dtype=torch.uint8, device=device)
     pixels = torch.zeros(num_classes, dtype=torch.float64, device=device)
     confidence_sum = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    resample = (in_h, in_w) != (out_h, out_w)  # False when inference ran at full size
     for top in range(0, out_h, stripe_rows):
         rows = ys[top : top + stripe_rows]
-        if (in_h, in_w) == size:  # inference ran at full size: nothing to resample
+        if not resample:
             stripe = logits[:, :, top : top + stripe_rows]
         else:
             grid = torch.stack(torch.meshgrid(rows, xs, indexing="ij")[::-1], dim=-1)  # (r, W, 2) as (x, y)

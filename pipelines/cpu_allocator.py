@@ -9,8 +9,9 @@ ran 1.3-1.8x faster on the 2-core development machine (a VM, where page faults a
 is that the process keeps the memory of its largest pass, which it needs again at the next one.
 
 Inference actors use it (their batches run in the process's main thread). Ray Train runs the training
-loop in a thread of its own, whose allocations go to one of glibc's per-thread arenas: there the
-same settings made a plain training loop slower (57-64 against 66-72 images/s), so training does not.
+loop in a thread of its own, and there the same settings made a plain training loop slower (57-64
+against 66-72 images/s; why was not established: glibc gives such threads arenas of their own), so
+training does not.
 """
 from __future__ import annotations
 

@@ -30,7 +30,11 @@ def group_by_shape(images: Iterable[np.ndarray]) -> list[list[int]]:
 
 
 class DeviceModel:
-    """The model of one checkpoint on the GPU (if asked for and present) or on ``threads`` CPU threads."""
+    """The model of one checkpoint on the GPU (if asked for and present) or on ``threads`` CPU threads.
+
+    On the CPU it also applies `cpu_allocator.reuse_freed_memory` to its whole process: it is meant to
+    be the one model of an inference actor.
+    """
 
     def __init__(self, checkpoint: bytes, *, use_gpu: bool, threads: int) -> None:
         loaded = load_checkpoint(io.BytesIO(checkpoint))

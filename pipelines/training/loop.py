@@ -109,8 +109,8 @@ def training_batches(shard: ray.data.DataIterator, config: TrainConfig, num_clas
     On a GPU, pairs are decoded and augmented in the iterator's prefetch threads, overlapping the
     device's work. On a CPU worker, torch's threads already hold every core of the worker, and a
     decoding thread beside them slows each step more than it overlaps (OpenMP threads wait for the
-    one that lost its core): pairs are decoded in the training thread, between steps, while Ray Data
-    keeps fetching the bytes ahead in other processes.
+    one that lost its core): pairs are decoded in the training thread, between steps. Fetching the
+    bytes and forming batches stay ahead of the steps as before; only the decoding moved.
     """
     collate = AugmentingCollate(config, num_classes, epoch)
     shuffle = {"local_shuffle_buffer_size": SHUFFLE_BUFFER_BATCHES * config.batch_size, "local_shuffle_seed": seed}

@@ -102,3 +102,14 @@ def test_resnet50_loads_torchvision_weights_from_a_file(tmp_path):
     with torch.inference_mode():
         layers = torch.nn.Sequential(*list(reference.children())[:-2])  # conv1 ... layer4
         torch.testing.assert_close(model.backbone(images)["layer4"], layers(images))
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_each_backbone_names_torchvision_imagenet_weights_that_exist(backbone):
+    """The names are resolved only when weights are downloaded; a typo must not wait for that day."""
+    from torchvision.models import get_weight
+
+    model = build_model("fcn8s", 3, backbone=backbone, width_multiplier=1 / 32 if backbone == "vgg16" else 1.0)
+    weights = get_weight(model.backbone.imagenet_weights)
+    assert weights.meta["categories"] and len(weights.meta["categories"]) == 1000
+    assert weights.url.startswith("https://download.pytorch.org/")
