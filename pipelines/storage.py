@@ -353,6 +353,16 @@ def exists(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> bool:
     return run_io(uri, lambda: filesystem.exists(path), retry=retry)
 
 
+def _temporary_beside(path: str) -> tuple[int, str]:
+    """A new hidden temporary file in the folder of local ``path`` (made if missing): (descriptor, its path).
+
+    Beside its target, so that renaming or linking it there stays within one filesystem.
+    """
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    return tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+
+
 @contextlib.contextmanager
 def open_atomic(uri: str) -> Iterator[BinaryIO]:
     """A binary file to write ``uri`` through; readers see all of it or nothing.
@@ -363,9 +373,7 @@ def open_atomic(uri: str) -> Iterator[BinaryIO]:
     """
     filesystem, path = resolve(uri)
     if is_local(filesystem):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        descriptor, temporary = _temporary_beside(path)
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 yield handle
@@ -401,9 +409,7 @@ def create_new(uri: str, data: bytes) -> bool:
     filesystem, path = resolve(uri)
     if not is_local(filesystem):
         return False
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    descriptor, temporary = _temporary_beside(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
