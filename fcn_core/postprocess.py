@@ -53,12 +53,12 @@ def predict_mask(logits: torch.Tensor, size: tuple[int, int], *, stripe_rows: in
     resample = (in_h, in_w) != (out_h, out_w)  # False when inference ran at full size
     for top in range(0, out_h, stripe_rows):
         rows = ys[top : top + stripe_rows]
-        if not resample:
-            stripe = logits[:, :, top : top + stripe_rows]
-        else:
+        if resample:
             grid = torch.stack(torch.meshgrid(rows, xs, indexing="ij")[::-1], dim=-1)  # (r, W, 2) as (x, y)
             stripe = F.grid_sample(logits, grid.unsqueeze(0), mode="bilinear", padding_mode="border",
                                    align_corners=False)
+        else:
+            stripe = logits[:, :, top : top + stripe_rows]
         confidence, labels = stripe[0].softmax(dim=0).max(dim=0)  # (r, W) each
         mask[top : top + len(rows)] = labels.to(torch.uint8)
         flat = labels.flatten()

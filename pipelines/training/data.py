@@ -5,9 +5,9 @@ workers; each worker decodes and augments its own pairs (`augment.AugmentingColl
 the prefetch threads of its shard iterator, on a CPU between steps, see `loop.training_batches`).
 Compressed bytes are a fraction of the decoded pixels, so this moves the least data between
 processes (`benchmarks/train_throughput.py` measured it as fast as decoding in separate Ray Data
-tasks, with less code), and a bad pair raises
-`LabelError` in the worker itself, which reaches the driver intact (an exception raised inside a Ray
-Data task arrives only as text) so the job can print the one line naming the file.
+tasks, with less code), and a bad pair raises `LabelError` in the worker itself, which reaches the
+driver intact (an exception raised inside a Ray Data task arrives only as text) so the job can
+print the one line naming the file.
 
 The training split is divided into equal shares (DDP needs every worker to take the same number of
 steps, so up to `num_workers - 1` pairs sit out an epoch); the validation split is divided without
