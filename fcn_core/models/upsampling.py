@@ -15,7 +15,9 @@ from fcn_core.models.alignment import UpsamplerGeometry
 def bilinear_kernel(kernel_size: int, stride: int) -> torch.Tensor:
     """The `(kernel_size, kernel_size)` bilinear interpolation kernel for upsampling by `stride`."""
     centre = (kernel_size - 1) / 2
-    taps = 1 - (torch.arange(kernel_size, dtype=torch.float64) - centre).abs() / stride  # (k,)
+    # On the CPU whatever the default device: under torch.device("meta") (`load_checkpoint`) this
+    # arithmetic would run Python meta kernels, whose first use imports torch._dynamo (~1 s).
+    taps = 1 - (torch.arange(kernel_size, dtype=torch.float64, device="cpu") - centre).abs() / stride  # (k,)
     return torch.outer(taps, taps).float()  # (k, k)
 
 

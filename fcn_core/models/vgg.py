@@ -90,7 +90,9 @@ class VGG16Backbone(nn.Module):
             FeatureInfo("fc7", fc_channels, 32),
         )
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            # A model built on the meta device (`load_checkpoint`) gets every tensor from a file; drawing
+            # normal samples there would also import torch._dynamo (its Python meta kernel), ~1 s per process.
+            if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 

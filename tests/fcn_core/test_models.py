@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from fcn_core.checkpoint import save_checkpoint
 from fcn_core.models import FCN, ModelSpec, build_model, initialize_from, list_models
 from fcn_core.models.spec import ALIGNMENTS, BACKBONES
 from fcn_core.normalization import IMAGENET_NORMALIZATION
@@ -218,3 +219,17 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "torchvision"
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_loading_a_checkpoint_does_not_import_torch_dynamo(tmp_path):
+    """Random initialisation on the meta device runs Python meta kernels that import torch._dynamo: ~1.5 s
+    of every inference actor's start, for values the checkpoint overwrites anyway."""
+    save_checkpoint(tmp_path / "model.pt", build_model("fcn8s", 3, width_multiplier=TINY), class_names=["a", "b", "c"])
+    script = f"""
+import sys
+from fcn_core.checkpoint import load_checkpoint
+load_checkpoint({str(tmp_path / "model.pt")!r})
+print("torch._dynamo" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
