@@ -8,7 +8,8 @@ On the same images and model, in one run:
       statistics, masks, summary), timed from its call to its return on an already running Ray.
 Prints images/s for each and the ratios c/a and c/b. Goal on CPU: c/a >= 0.85. On a shared machine
 the speed drifts by 10-20% within minutes, so (c) runs ``--rounds`` times, each on a freshly started
-Ray (a cold job: new worker processes, no warm imports), with (a) measured before and after each
+Ray (`benchmarks.common.start_ray`: the job starts all its worker processes cold, as a submitted job
+does on a cluster in use), with (a) measured before and after each
 round; each round's c/a uses the mean of its two neighbours, and the median round is the result.
 (a) and (b) run with the malloc settings the job's actors use (`pipelines.cpu_allocator`), so the
 ratios measure the pipeline, not the allocator.
