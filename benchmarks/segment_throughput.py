@@ -9,10 +9,10 @@ On the same images and model, in one run:
 Prints images/s for each and the ratios c/a and c/b. Goal on CPU: c/a >= 0.85. On a shared machine
 the speed drifts by 10-20% within minutes, so (c) runs ``--rounds`` times, each on a freshly started
 Ray (`benchmarks.common.start_ray`: the job starts all its worker processes cold, as a submitted job
-does on a cluster in use), with (a) measured before and after each
-round; each round's c/a uses the mean of its two neighbours, and the median round is the result.
-(a) and (b) run with the malloc settings the job's actors use (`pipelines.cpu_allocator`), so the
-ratios measure the pipeline, not the allocator.
+does on a cluster in use), with (a) measured before and after each round; each round's c/a uses the
+mean of its two neighbours, and the median round is the result. (a) and (b) run with the malloc
+settings the job's actors use (`pipelines.cpu_allocator`), so the ratios measure the pipeline, not
+the allocator.
 
     python -m benchmarks.segment_throughput                   # 3,072 images of 224x224, FCN-8s at width 1/4
     python -m benchmarks.segment_throughput --images 384      # where the job's ~4 s cold start dominates
