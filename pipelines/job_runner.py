@@ -95,15 +95,21 @@ def connect_ray() -> None:
     _unwind_on_sigterm()  # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's
 
 
-def run_cli(job: Callable[[], None]) -> int:
-    """Run ``job``; the exit code: 0, 2 for a user error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
+RERUN_HINT = "rerun the same command to continue where it stopped"
+
+
+def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda: RERUN_HINT) -> int:
+    """Run ``job``; the exit code: 0, 2 for a user error (one line on stderr), 130 Ctrl-C, 143 SIGTERM.
+
+    On Ctrl-C or SIGTERM it prints one line: ``interrupted: `` plus ``resume_hint()``, which says how
+    to continue (a job whose rerun is not the same command, like training's ``--resume``, passes its own).
+    """
     previous = _unwind_on_sigterm()
     try:
         job()
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
-        print(f"{'terminated' if terminated else 'interrupted'}: rerun the same command to continue where it "
-              "stopped", file=sys.stderr)
+        print(f"{'terminated' if terminated else 'interrupted'}: {resume_hint()}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs below
         found = find_user_error(error)
