@@ -16,8 +16,8 @@ import errno
 import hashlib
 import os
 import random
+import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -353,14 +353,45 @@ def exists(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> bool:
     return run_io(uri, lambda: filesystem.exists(path), retry=retry)
 
 
+def check_writable(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    """Raise a one-line `StorageError` if a job could not write under the folder or prefix ``uri``.
+
+    Checked before a job starts any work, and without creating anything: a local folder (or, if it
+    does not exist yet, its nearest existing parent) must be a writable directory; on an object store
+    the bucket must exist (write permission itself shows only on the first write).
+    """
+    filesystem, path = resolve(uri)
+    if not is_local(filesystem):
+        bucket = bucket_of(uri)
+        if bucket and not run_io(uri, lambda: filesystem.exists(bucket), retry=retry):
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist at {endpoint_of(uri)} "
+                                      f"(from {uri}); create it or check the bucket name")
+        return
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise StorageError(f"cannot write under {uri}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AccessDeniedError(f"cannot write under {uri}: no write permission on {existing}")
+
+
 def _temporary_beside(path: str) -> tuple[int, str]:
     """A new hidden temporary file in the folder of local ``path`` (made if missing): (descriptor, its path).
 
-    Beside its target, so that renaming or linking it there stays within one filesystem.
+    Beside its target, so that renaming or linking it there stays within one filesystem. Created
+    with mode 0o666 less the umask, as an ordinary ``open(path, "w")`` would be (``mkstemp`` makes
+    0o600 files, which the rest of a team cannot read), and named by a short random token rather
+    than after the target, so that a target name near the filesystem's 255-byte limit still works.
     """
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    return tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    while True:
+        temporary = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
+        try:  # O_EXCL: never another writer's file; Python opens descriptors non-inheritable
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager

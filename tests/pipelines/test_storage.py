@@ -80,6 +80,37 @@ def test_open_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["manifest.parquet"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_every_local_write_gets_the_permissions_of_an_ordinary_write(tmp_path, umask):
+    """Team members and downstream services read what a job wrote as the writer's umask allows."""
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x")
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "ordinary", "wb"):
+            pass
+        storage.write_bytes_atomic(str(tmp_path / "atomic.json"), b"{}")
+        with storage.open_atomic(str(tmp_path / "streamed.parquet")) as handle:
+            handle.write(b"rows")
+        storage.upload_file(str(source), str(tmp_path / "uploaded.bin"))
+        assert storage.create_new(str(tmp_path / "lease.json"), b"{}")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777
+             for name in ("ordinary", "atomic.json", "streamed.parquet", "uploaded.bin", "lease.json")}
+    assert modes == dict.fromkeys(modes, expected)
+
+
+def test_atomic_writes_work_for_names_at_the_filesystem_limit(tmp_path):
+    """A 255-byte name (the usual limit) is written, not refused for its temporary file's longer name."""
+    target = tmp_path / ("m" * 251 + ".png")
+    storage.write_bytes_atomic(str(target), b"mask")
+    assert storage.create_new(str(tmp_path / ("l" * 255)), b"lease")
+    assert target.read_bytes() == b"mask" and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, "l" * 255])
+
+
 def test_local_read_exists_remove_and_upload(tmp_path):
     source = tmp_path / "source.bin"
     source.write_bytes(b"payload")

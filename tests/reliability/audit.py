@@ -94,8 +94,8 @@ def audit_output(fs: fsspec.AbstractFileSystem, output: str, inputs: list[str], 
     files = sorted(fs.find(output)) if fs.exists(output) else []
     parts = [path for path in files if path.startswith(f"{output}/stats/") and path.endswith(".parquet")]
     rows, unreadable = _read_rows(fs, parts)
-    # What a killed local writer leaves behind (`storage.open_atomic`: ".NAME.RANDOM.tmp").
-    unreadable += [path for path in files if posixpath.basename(path).startswith(".") and path.endswith(".tmp")]
+    # What a killed local writer leaves behind (`storage.open_atomic`: ".tmp-RANDOM").
+    unreadable += [path for path in files if posixpath.basename(path).startswith(".tmp-")]
     masks = {path for path in files if path.startswith(f"{output}/masks/")}
     per_uri = collections.Counter(row["image_uri"] for row in rows)
     claims = collections.Counter(_path(row["mask_uri"]) for row in rows if row["mask_uri"])
