@@ -20,6 +20,7 @@ import argparse
 import datetime
 import sys
 
+from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
 
@@ -53,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
     try:
         datetime.date.fromisoformat(date)
     except ValueError:
-        raise SystemExit(f"error: --date must look like 2026-11-21, got {date!r}") from None
+        raise ConfigError(f"--date must look like 2026-11-21, got {date!r}") from None
     config = SegmentConfig(
         input=args.input, output=args.output, model=args.model or f"models:/{args.model_name}@champion",
         batch_size=args.batch_size, num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
@@ -66,14 +67,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.segmentation.review import write_review_list
-    from pipelines.segmentation.run import run_segmentation
+    from pipelines.segmentation.run import check_inputs, run_segmentation
 
     args = build_parser().parse_args(argv)
-    config, date = config_from_args(args)
 
     def job() -> None:
+        config, date = config_from_args(args)
+        checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
         connect_ray()
-        result = run_segmentation(config)
+        result = run_segmentation(config, checked)
         review_uri, flagged = write_review_list(config.output, date, threshold=args.review_threshold)
         summary = result.summary
         print(f"{date}: labelled {summary['processed_this_run']} new or changed images "

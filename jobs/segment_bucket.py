@@ -81,13 +81,15 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.run import run_segmentation
+    from pipelines.segmentation.run import check_inputs, run_segmentation
 
-    config = config_from_args(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
 
     def job() -> None:
+        config = config_from_args(args)
+        checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
         connect_ray()
-        result = run_segmentation(config)
+        result = run_segmentation(config, checked)
         summary = result.summary
         print(f"segmented {summary['processed_this_run']} images this run "
               f"({summary['ok']} ok, {summary['error']} errors in the output)")

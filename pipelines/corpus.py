@@ -122,14 +122,18 @@ class _ObjectListDatasource(Datasource):
 
 
 @dataclass(frozen=True)
-class _ListingPlan:
-    """What the driver found while validating a source, and the read tasks that list the rest."""
+class ListingPlan:
+    """What the driver found while validating a source, and the read tasks that list the rest.
+
+    Made by `plan_listing` (or `plan_from_listing`) without Ray, so a job can check its input
+    before starting Ray or creating anything, then hand the plan to `list_corpus`.
+    """
 
     head: tuple[ObjectInfo, ...]  # listed by the driver; replayed by the first read task
     producers: tuple[Callable[[], Iterable[ObjectInfo]], ...]  # one read task each
 
 
-def _plan_prefix(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> _ListingPlan:
+def _plan_prefix(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> ListingPlan:
     """Validate a prefix on the driver and plan its listing: the head it found, then the shards.
 
     Reads pages until the first accepted object (at most `VALIDATION_PAGES`). The accepted
@@ -155,15 +159,15 @@ def _plan_prefix(source: str, flt: CorpusFilter, max_list_tasks: int, retry: Ret
     head = head[:flt.limit] if flt.limit else head
     remaining = flt.limit - len(head) if flt.limit else None
     if complete or remaining == 0:
-        return _ListingPlan(tuple(head), ())
+        return ListingPlan(tuple(head), ())
     # A limit means "the first N in listing order": one shard keeps that order.
     shards = [WHOLE] if flt.limit else plan_shards(source, max_shards=max_list_tasks, retry=retry)
     skip = frozenset(info.key for info in head)
-    return _ListingPlan(tuple(head), tuple(partial(_shard_objects, source, shard, flt, skip, remaining, retry)
+    return ListingPlan(tuple(head), tuple(partial(_shard_objects, source, shard, flt, skip, remaining, retry)
                                            for shard in shards))
 
 
-def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> _ListingPlan:
+def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> ListingPlan:
     """Validate a manifest on the driver (readable, manifest columns, not empty); one task per row-group run."""
     metadata = open_manifest(source, retry=retry).metadata
     if metadata.num_rows == 0:
@@ -171,8 +175,27 @@ def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: R
     groups = list(range(metadata.num_row_groups))
     tasks = 1 if flt.limit else min(max_list_tasks, len(groups))
     bounds = [round(index * len(groups) / tasks) for index in range(tasks + 1)]
-    return _ListingPlan((), tuple(partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
+    return ListingPlan((), tuple(partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
                                   for low, high in zip(bounds, bounds[1:])))
+
+
+def plan_listing(source: str, flt: CorpusFilter = CorpusFilter(), *, max_list_tasks: int = 32,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> ListingPlan:
+    """Validate ``source`` on the driver and plan its listing; no Ray involved.
+
+    Raises `ObjectNotFoundError`, `BucketNotFoundError`, `AccessDeniedError`, `EmptyCorpusError`,
+    `InvalidManifestError` or `StorageUnavailableError`, each one line, after a request or two.
+    """
+    if max_list_tasks < 1:
+        raise ValueError(f"need max_list_tasks >= 1, got {max_list_tasks}")
+    return (_plan_manifest if is_manifest(source) else _plan_prefix)(source, flt, max_list_tasks, retry)
+
+
+def plan_from_listing(source: str, flt: CorpusFilter, listed: Sequence[ObjectInfo]) -> ListingPlan:
+    """The plan for a whole filtered listing already made on the driver (`list_on_driver`): no more requests."""
+    if not listed:
+        raise EmptyCorpusError(f"no images under {source} (filters: {flt.describe()})")
+    return ListingPlan(tuple(listed), ())
 
 
 def list_on_driver(source: str, flt: CorpusFilter = CorpusFilter(), *,
@@ -200,22 +223,19 @@ def _listing_concurrency(tasks: int) -> int:
 
 def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
                 max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY,
-                listed: Sequence[ObjectInfo] | None = None) -> ray.data.Dataset:
+                plan: ListingPlan | None = None) -> ray.data.Dataset:
     """The objects of ``source`` (a prefix or a manifest) that pass ``flt``: columns uri, key, size, etag.
 
     Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
     `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
     A prefix is split into up to ``max_list_tasks`` listing tasks (one per group of top-level
     folders; one runs per 8 cluster CPUs, at most 8), a manifest into as many runs of row groups.
-    Blocks hold ``rows_per_block`` rows. ``listed``: the whole filtered listing, already made on the
-    driver (`list_on_driver`), so that the store is not asked again.
+    Blocks hold ``rows_per_block`` rows. ``plan``: the source already validated and planned
+    (`plan_listing`, `plan_from_listing`), so that the store is not asked again.
     """
-    if rows_per_block < 1 or max_list_tasks < 1:
-        raise ValueError(f"need rows_per_block >= 1 and max_list_tasks >= 1, got {rows_per_block}, {max_list_tasks}")
-    if listed is not None and not listed:
-        raise EmptyCorpusError(f"no images under {source} (filters: {flt.describe()})")
-    plan = (_ListingPlan(tuple(listed), ()) if listed is not None
-            else (_plan_manifest if is_manifest(source) else _plan_prefix)(source, flt, max_list_tasks, retry))
+    if rows_per_block < 1:
+        raise ValueError(f"need rows_per_block >= 1, got {rows_per_block}")
+    plan = plan or plan_listing(source, flt, max_list_tasks=max_list_tasks, retry=retry)
     # The head is the first read task: it replays what the driver listed (no request), so its
     # objects reach the fetch stage while the listing tasks behind it are still waiting on the store.
     producers = [partial(tuple, plan.head), *plan.producers] if plan.head else list(plan.producers)

@@ -1,7 +1,13 @@
 """The resolved configuration of one batch-segmentation run (saved with the run's outputs)."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
+
+from pipelines.errors import ConfigError
+
+# NAME=VALUE, one folder level: a Hive-style partition that DuckDB, Spark and pyarrow read as a column.
+_PARTITION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.:+-]+")
 
 
 @dataclass
@@ -27,6 +33,31 @@ class SegmentConfig:
     experiment: str = "segment_bucket"
     tracking: bool = True
     previews: int = 6
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag for the first value that cannot work, before anything starts."""
+        for flag, value in (("--input", self.input), ("--output", self.output), ("--model", self.model)):
+            if not str(value).strip():
+                raise ConfigError(f"{flag} must not be empty")
+        for flag, value in (("--batch-size", self.batch_size), ("--max-pixels", self.max_pixels),
+                            ("--limit", self.limit), ("--max-side", self.max_side),
+                            ("--num-actors", self.num_actors), ("rows_per_stats_file", self.rows_per_stats_file)):
+            if value is not None and (int(value) != value or value < 1):
+                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value}")
+        if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
+            raise ConfigError(f"--cpus-per-actor must be positive, got {self.cpus_per_actor}")
+        if self.gpus_per_actor is not None and not self.gpus_per_actor >= 0:
+            raise ConfigError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+        if not 0.0 <= self.max_error_fraction <= 1.0:
+            raise ConfigError(f"--max-error-fraction must be between 0 and 1, got {self.max_error_fraction}")
+        if self.stats_partition is not None and not _PARTITION.fullmatch(self.stats_partition):
+            raise ConfigError(f"--stats-partition must look like NAME=VALUE (e.g. date=2026-11-21), "
+                              f"got {self.stats_partition!r}")
+        if self.previews < 0:
+            raise ConfigError(f"previews must be 0 or more, got {self.previews}")
 
     def to_dict(self) -> dict:
         return asdict(self)

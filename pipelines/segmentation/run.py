@@ -20,8 +20,16 @@ import ray
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
-from pipelines.corpus import FETCH_TASK_CPUS, attach_bytes, list_corpus, list_on_driver
-from pipelines.errors import ConfigError, UserError
+from pipelines.corpus import (
+    FETCH_TASK_CPUS,
+    ListingPlan,
+    attach_bytes,
+    list_corpus,
+    list_on_driver,
+    plan_from_listing,
+    plan_listing,
+)
+from pipelines.errors import UserError
 from pipelines.listing import CorpusFilter, ObjectInfo
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
@@ -51,11 +59,45 @@ class SegmentResult:
     run_id: str | None
 
 
+@dataclass(frozen=True)
+class CheckedInputs:
+    """What `check_inputs` found: everything a run needs that can be had without Ray."""
+
+    settings: tracking.TrackingSettings
+    checkpoint: bytes
+    class_names: list[str]
+    model_version: str  # the registry version, or the checkpoint's content hash
+    plan: ListingPlan  # the input, validated and planned (its first images already found)
+
+
+def check_inputs(config: SegmentConfig) -> CheckedInputs:
+    """Check everything a user can get wrong, before Ray starts and before anything is created.
+
+    The tracking server answers, the model reference resolves to a checkpoint, the input exists
+    and holds at least one image passing the filters, and the output can be written. Each failure
+    is one line within a second or two; no output folder, lock or MLflow run is left behind.
+    """
+    settings = tracking.TrackingSettings(enabled=config.tracking, tracking_uri=tracking.resolve_tracking_uri(),
+                                         experiment=config.experiment)
+    if settings.enabled:
+        tracking.check_tracking_server(settings.tracking_uri)
+    model = resolve_model_reference(config.model)
+    class_names = list(read_checkpoint_metadata(model.checkpoint_path).class_names)
+    with open(model.checkpoint_path, "rb") as handle:
+        checkpoint = handle.read()
+    plan = plan_listing(config.input, _corpus_filter(config))
+    storage.check_writable(config.output)
+    # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
+    model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
+    return CheckedInputs(settings=settings, checkpoint=checkpoint, class_names=class_names,
+                         model_version=model_version, plan=plan)
+
+
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
                    provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy,
-                   listing: list[ObjectInfo] | None):
-    """The streaming graph: list (unless ``listing`` holds it) -> skip done -> fetch -> decode -> segment -> write."""
-    listed = list_corpus(config.input, _corpus_filter(config), listed=listing)
+                   listing: ListingPlan):
+    """The streaming graph: list (what ``listing`` has not) -> skip done -> fetch -> decode -> segment -> write."""
+    listed = list_corpus(config.input, _corpus_filter(config), plan=listing)
     if len(done):
         listed = listed.map_batches(drop_done, fn_kwargs={"done": done, "policy": policy,
                                                          "model_version": provenance.model_version},
@@ -162,25 +204,15 @@ def _clear_outputs(output_uri: str) -> None:
         storage.remove(storage.join(output_uri, name), recursive=True)
 
 
-def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
+def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None, *, log=print) -> SegmentResult:
     """Segment every image of ``config.input`` not yet done in ``config.output``.
 
+    ``checked``: what `check_inputs` returned, when the job ran it before starting Ray.
     Raises ``ErrorFractionExceeded`` (after committing every row) when too many images failed.
     """
-    if not 0.0 <= config.max_error_fraction <= 1.0:
-        raise ConfigError("--max-error-fraction must be between 0 and 1")
-    settings = tracking.TrackingSettings(enabled=config.tracking, tracking_uri=tracking.resolve_tracking_uri(),
-                                         experiment=config.experiment)
-    if settings.enabled:
-        tracking.check_tracking_server(settings.tracking_uri)
-    model = resolve_model_reference(config.model)
-    metadata = read_checkpoint_metadata(model.checkpoint_path)
-    class_names = list(metadata.class_names)
-    with open(model.checkpoint_path, "rb") as handle:
-        checkpoint = handle.read()
-    # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
-    model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
-    checkpoint_ref = ray.put(checkpoint)
+    checked = checked or check_inputs(config)
+    settings, class_names, model_version = checked.settings, checked.class_names, checked.model_version
+    checkpoint_ref = ray.put(checked.checkpoint)
     plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
                             gpus_per_actor=config.gpus_per_actor)
     resources = ray.cluster_resources()
@@ -209,8 +241,10 @@ def run_segmentation(config: SegmentConfig, *, log=print) -> SegmentResult:
                 log("every image is done already: nothing to segment")
                 this_run = {OK: 0, ERROR: 0, "seconds": 0.0}
             else:
+                listing_plan = checked.plan if listing is None else plan_from_listing(
+                    config.input, _corpus_filter(config), listing)
                 dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done,
-                                         policy, listing)
+                                         policy, listing_plan)
                 this_run = _stream(dataset, log)
             summary = _summarise(stats_root, class_names, this_run, config, provenance)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],

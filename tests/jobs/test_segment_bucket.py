@@ -1,7 +1,11 @@
 """jobs/segment_bucket.py end to end: real Ray, the real S3 server and a real MLflow server."""
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -120,6 +124,48 @@ def test_bad_model_reference_is_one_clear_line(ray_local, tmp_path, synthetic_co
                                 "--model", model, "--no-tracking"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error:") and model.split("@")[0] in err[0]
+
+
+# Runs the job in a fresh process and says whether it started Ray (a test process may hold one already).
+_JOB_THEN_REPORT_RAY = """
+import sys, ray
+from jobs import segment_bucket
+code = segment_bucket.main(sys.argv[1:])
+print("ray started:", ray.is_initialized())
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("mistake", ["input", "model", "output", "batch-size", "limit", "max-side"])
+def test_a_mistake_fails_in_one_line_before_ray_starts_and_leaves_nothing_behind(tmp_path, synthetic_corpus,
+                                                                                 tiny_checkpoint, mistake):
+    store = tmp_path / "mlruns.db"
+    output = tmp_path / "out"
+    flags = {"--input": f"{synthetic_corpus.root}/JPEGImages", "--output": str(output), "--model": tiny_checkpoint}
+    if mistake == "input":
+        flags["--input"] = f"{synthetic_corpus.root}/JPEGImagez"
+    elif mistake == "model":
+        flags["--model"] = str(tmp_path / "nowhere.pt")
+    elif mistake == "output":
+        (tmp_path / "a-file").write_text("not a folder")
+        output = tmp_path / "a-file" / "out"
+        flags["--output"] = str(output)
+    else:
+        flags[f"--{mistake}"] = {"batch-size": "0", "limit": "0", "max-side": "-5"}[mistake]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    result = subprocess.run([sys.executable, "-c", _JOB_THEN_REPORT_RAY, *[x for kv in flags.items() for x in kv]],
+                            env=env, capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "ray started: False" in result.stdout
+    assert not output.exists()
+    if store.exists():  # the tracking check may create the store; it must hold no run
+        client = MlflowClient(f"sqlite:///{store}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert not experiments or client.search_runs(experiments) == []
 
 
 def test_two_nodes_share_the_inference(ray_two_nodes, synthetic_corpus, tmp_path, tiny_checkpoint):

@@ -7,7 +7,14 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from pipelines.corpus import attach_bytes, fetch_batch, list_corpus, list_on_driver, read_corpus
+from pipelines.corpus import (
+    attach_bytes,
+    fetch_batch,
+    list_corpus,
+    list_on_driver,
+    plan_from_listing,
+    read_corpus,
+)
 from pipelines.listing import CorpusFilter, InvalidManifestError, iter_objects, write_manifest
 from pipelines.storage import (
     AccessDeniedError,
@@ -39,11 +46,12 @@ def test_reads_every_image_under_an_s3_prefix_with_its_bytes(ray_local, s3_corpu
 def test_a_listing_made_on_the_driver_is_used_as_is_without_asking_the_store(ray_local, synthetic_corpus):
     listing = list_on_driver(str(synthetic_corpus.root / "JPEGImages"), CorpusFilter(limit=3))
     assert listing is not None and len(listing) == 3
-    # A source that does not exist: listing it would raise, so these rows can only come from `listed`.
-    rows = list_corpus(str(synthetic_corpus.root / "no-such-folder"), listed=listing).take_all()
+    # A source that does not exist: listing it would raise, so these rows can only come from the plan.
+    missing = str(synthetic_corpus.root / "no-such-folder")
+    rows = list_corpus(missing, plan=plan_from_listing(missing, CorpusFilter(), listing)).take_all()
     assert sorted(row["uri"] for row in rows) == sorted(info.uri for info in listing)
     with pytest.raises(EmptyCorpusError, match="no-such-folder"):
-        list_corpus(str(synthetic_corpus.root / "no-such-folder"), listed=[])
+        plan_from_listing(missing, CorpusFilter(), [])
 
 
 @pytest.mark.integration
