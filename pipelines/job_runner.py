@@ -7,6 +7,7 @@ cause chain to find ours. Anything unexpected still gets its full traceback.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -71,28 +72,51 @@ def one_line(error: BaseException) -> str:
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
-def connect_ray() -> None:
+# Ray modules whose only console line on a normal run announces a default the job chose on purpose:
+# token authentication on a private local Ray, and Ray Data's progress bars turned off.
+_ANNOUNCEMENTS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+
+
+def connect_ray(*, log: Callable[[str], None] = print) -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), else start a private local Ray.
 
     Plain ``ray.init()`` would attach to whatever cluster ``ray start`` last left on this machine;
     a job run by hand should not silently land on it (export ``RAY_ADDRESS=auto`` to mean that).
+    Ray's own INFO lines and Ray Data's per-operator progress stay in Ray's log files: jobs report
+    their progress themselves (`pipelines.progress`), and print the dashboard's address here.
     """
     import ray
     from ray.data import DataContext
 
+    context = DataContext.get_current()
     # Errors raised in Ray Data stages (a bad label file, an unreachable store) reach the driver as
     # themselves, so `run_cli` can print their one-line message.
-    DataContext.get_current().raise_original_map_exception = True
+    context.raise_original_map_exception = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    _quiet_console("ray.data")
+    for name in _ANNOUNCEMENTS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:  # a private instance, reachable from this machine only
         # With the dashboard (on 127.0.0.1): Ray's state API, which Ray Train uses to watch its
         # controller, and a page showing the job's progress.
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True)
+        started = ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True,
+                           logging_level=logging.WARNING)
+        if started.dashboard_url:
+            log(f"Ray dashboard of this job: http://{started.dashboard_url}")
     _unwind_on_sigterm()  # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's
+
+
+def _quiet_console(logger_name: str) -> None:
+    """Raise the console handlers of ``logger_name`` to WARNING; its log-file handlers keep everything."""
+    for handler in logging.getLogger(logger_name).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
 
 
 RERUN_HINT = "rerun the same command to continue where it stopped"

@@ -27,14 +27,18 @@ class ResourcePlan:
     fixed_pool: bool = False  # an explicit --num-actors is a fixed pool; otherwise it grows with the backlog
     cpus_per_task: float = 0.25
 
-    def model_actor_options(self) -> dict:
-        """``map_batches`` options for a stage of model-holding actors (`pipelines.inference.DeviceModel`)."""
+    def model_actor_options(self, **constructor_kwargs) -> dict:
+        """``map_batches`` options for a stage of model-holding actors (`pipelines.inference.DeviceModel`).
+
+        ``constructor_kwargs`` go to the stage's constructor beside ``use_gpu`` and ``threads``.
+        """
         import ray
 
         compute = (ray.data.ActorPoolStrategy(size=self.num_actors) if self.fixed_pool
                    else ray.data.ActorPoolStrategy(min_size=1, max_size=self.num_actors))
         return {"compute": compute, "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor,
-                "fn_constructor_kwargs": {"use_gpu": self.gpus_per_actor > 0, "threads": self.threads_per_actor}}
+                "fn_constructor_kwargs": {"use_gpu": self.gpus_per_actor > 0, "threads": self.threads_per_actor,
+                                          **constructor_kwargs}}
 
 
 def plan_resources(cluster_cpus: float, cluster_gpus: float, *, node_cpus: float | None = None,

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from pipelines.errors import UserError
 from pipelines.listing import CorpusFilter, ObjectInfo
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
+from pipelines.progress import Progress, ProgressCounter
 from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.export import LABELMAP_NAME
@@ -45,7 +47,7 @@ from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, lates
 from pipelines.segmentation.write import WriteOutputs
 
 SUMMARY_NAME = "summary.json"
-PROGRESS_EVERY_S = 10.0
+PROGRESS_POLL_S = 1.0
 
 
 class ErrorFractionExceeded(UserError):
@@ -95,7 +97,7 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
 
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
                    provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy,
-                   listing: ListingPlan):
+                   listing: ListingPlan, counter):
     """The streaming graph: list (what ``listing`` has not) -> skip done -> fetch -> decode -> segment -> write."""
     listed = list_corpus(config.input, _corpus_filter(config), plan=listing)
     if len(done):
@@ -110,7 +112,7 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
     segmented = prepared.map_batches(
         SegmentImages,
         fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
-        **plan.model_actor_options(),
+        **plan.model_actor_options(progress=counter),
     )
     return segmented.map_batches(
         WriteOutputs,
@@ -132,29 +134,47 @@ def _small_listing(config: SegmentConfig, done: np.ndarray) -> list[ObjectInfo] 
     return list_on_driver(config.input, _corpus_filter(config))
 
 
-def _all_done(listing: list[ObjectInfo], done: np.ndarray, policy: SkipPolicy, model_version: str | None) -> bool:
-    listed = {"uri": np.array([info.uri for info in listing], dtype=object),
-              "etag": np.array([info.etag for info in listing], dtype=object)}
-    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"]) == 0
-
-
 def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
     return CorpusFilter(include=tuple(config.include), exclude=tuple(config.exclude), limit=config.limit)
 
 
-def _stream(dataset, log) -> dict:
-    """Drive the pipeline, printing progress; returns this run's ok/error counts and duration."""
+def _stream(dataset, progress: Progress, counter) -> dict:
+    """Drive the pipeline, showing progress; returns this run's committed ok/error counts and duration.
+
+    Rows reach the driver a part file (hundreds of images) at a time; between them a thread shows
+    what the model stage has finished, as told to ``counter`` (a `ProgressCounter` actor).
+    """
     counts = {OK: 0, ERROR: 0}
-    started = last_report = time.monotonic()
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for status in batch["status"]:
-            counts[status] += 1
-        now = time.monotonic()
-        if now - last_report >= PROGRESS_EVERY_S:
-            done = counts[OK] + counts[ERROR]
-            log(f"segmented {done} images ({counts[ERROR]} errors), {done / (now - started):.1f} images/s")
-            last_report = now
+    started = time.monotonic()
+    finished = threading.Event()
+
+    def show_model_progress() -> None:
+        while not finished.wait(PROGRESS_POLL_S):
+            progress.report(*ray.get(counter.totals.remote()))
+
+    watcher = threading.Thread(target=show_model_progress, name="segment-progress", daemon=True)
+    watcher.start()
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for status in batch["status"]:
+                counts[status] += 1
+    finally:
+        finished.set()
+        watcher.join()
+    progress.report(counts[OK] + counts[ERROR], counts[ERROR])
+    progress.close()
     return {"ok": counts[OK], "error": counts[ERROR], "seconds": time.monotonic() - started}
+
+
+def _expected_images(listing: ListingPlan, done: np.ndarray, policy: SkipPolicy,
+                     model_version: str | None) -> int | None:
+    """How many images this run will segment, when the driver holds the whole listing; else None."""
+    if listing.producers:
+        return None
+    listed = {"uri": np.array([info.uri for info in listing.head], dtype=object),
+              "etag": np.array([info.etag for info in listing.head], dtype=object)}
+    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"]) if len(done) \
+        else len(listing.head)
 
 
 def _done_criteria(policy: SkipPolicy) -> str:
@@ -237,15 +257,17 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                 f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
                 f"{plan.gpus_per_actor:g} GPU")
             listing = _small_listing(config, done)
-            if listing is not None and _all_done(listing, done, policy, model_version):
+            listing_plan = checked.plan if listing is None else plan_from_listing(
+                config.input, _corpus_filter(config), listing)
+            expected = _expected_images(listing_plan, done, policy, model_version)
+            if expected == 0:
                 log("every image is done already: nothing to segment")
                 this_run = {OK: 0, ERROR: 0, "seconds": 0.0}
             else:
-                listing_plan = checked.plan if listing is None else plan_from_listing(
-                    config.input, _corpus_filter(config), listing)
+                counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
                 dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done,
-                                         policy, listing_plan)
-                this_run = _stream(dataset, log)
+                                         policy, listing_plan, counter)
+                this_run = _stream(dataset, Progress("segmented", total=expected, log=log), counter)
             summary = _summarise(stats_root, class_names, this_run, config, provenance)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],

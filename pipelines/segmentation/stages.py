@@ -25,11 +25,12 @@ class SegmentImages:
     images shared its batch; a corpus of same-sized images runs in full batches).
     """
 
-    def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int, stripe_rows: int = 256):
+    def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int, stripe_rows: int = 256, progress=None):
         import ray  # the checkpoint travels as an object reference: fetched once per actor
 
         self.model = DeviceModel(ray.get(checkpoint[0]), use_gpu=use_gpu, threads=threads)
         self.stripe_rows = stripe_rows
+        self.progress = progress  # a `ProgressCounter` actor handle, told about every finished batch
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,4 +49,6 @@ class SegmentImages:
                 confidence_sum[index] = prediction.confidence_sum
         output = {name: batch[name] for name in ("uri", "key", "etag", "size", "height", "width", "error")}
         output.update(mask=object_array(masks), pixels=pixels, confidence_sum=confidence_sum)
+        if self.progress is not None:
+            self.progress.add.remote(count, count - len(good))
         return output
