@@ -104,6 +104,7 @@ def stop(directory: Path) -> None:
     SeaweedServer(**{**state["s3"], "workdir": Path(state["s3"]["workdir"]),
                      "log_path": Path(state["s3"]["log_path"])}).stop()
     (directory / STATE_FILE).unlink()
+    print(f"local stack stopped (Ray head, MLflow server, S3 server); data and logs stay in {directory}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,8 +77,9 @@ def test_stack_runs_jobs_with_token_auth_and_stops_without_leftovers(tmp_path):
         keys = [item["Key"] for item in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
         assert any(key.endswith(f"{run.info.run_id}/artifacts/note.txt") for key in keys)
     finally:
-        run_stack("stop", state_dir)
+        stopped = run_stack("stop", state_dir)
 
+    assert stopped.stdout.startswith("local stack stopped")
     for name, pid in state["pids"].items():
         assert session_members(pid) == [], f"{name} left processes behind"
     for url in (env["RAY_ADDRESS"], env["MLFLOW_TRACKING_URI"], env["AWS_ENDPOINT_URL"]):
