@@ -112,11 +112,26 @@ def connect_ray(*, log: Callable[[str], None] = print) -> None:
     _unwind_on_sigterm()  # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's
 
 
+class _UserErrorReports(logging.Filter):
+    """Drops console records about an exception written for the user; `run_cli` prints it in one line.
+
+    Ray Data logs a failed stage's exception, traceback and all, before the driver re-raises it
+    (several records, some logged inside the ``except`` block without ``exc_info``). Its log file
+    keeps them; a bug (no user error in the cause chain) still shows everything on the console.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return error is None or find_user_error(error) is None
+
+
 def _quiet_console(logger_name: str) -> None:
-    """Raise the console handlers of ``logger_name`` to WARNING; its log-file handlers keep everything."""
+    """Raise the console handlers of ``logger_name`` to WARNING and hide user-error reports; log files keep all."""
     for handler in logging.getLogger(logger_name).handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
+            if not any(isinstance(existing, _UserErrorReports) for existing in handler.filters):
+                handler.addFilter(_UserErrorReports())
 
 
 RERUN_HINT = "rerun the same command to continue where it stopped"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -205,11 +206,13 @@ def _s3_pages(prefix: _Prefix, shard: ListingShard, retry: RetryPolicy) -> Itera
 
 
 def _walk(prefix: _Prefix, folder: str, retry: RetryPolicy) -> Iterator[ObjectInfo]:
-    """Files under ``folder``, one directory listing in memory at a time.
+    """Regular files under ``folder``, one directory listing in memory at a time.
 
     Entries sort by name with "/" appended to folders, which orders full keys as S3 does
-    ("a.jpg" < "a/x.jpg" < "a0.jpg"). Symlinked folders are not followed (they can form cycles);
-    symlinked files are listed.
+    ("a.jpg" < "a/x.jpg" < "a0.jpg"). Symlinked folders are not followed (they can form cycles). A
+    symlinked file is listed only if it resolves to a regular file inside the source, so a link can
+    neither read a file from elsewhere (``/etc/passwd``) nor hang a fetch (a FIFO); FIFOs, sockets,
+    devices and dangling links are skipped.
     """
     entries = storage.run_io(prefix.uri, lambda: prefix.filesystem.ls(folder, detail=True), retry=retry)
     relative = folder[len(prefix.path):].strip("/")
@@ -217,23 +220,58 @@ def _walk(prefix: _Prefix, folder: str, retry: RetryPolicy) -> Iterator[ObjectIn
     for entry in entries:
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         key = f"{relative}/{name}" if relative else name
-        is_folder = entry["type"] == "directory"
-        if is_folder and not entry.get("islink"):
+        if entry.get("islink"):
+            if storage.is_local(prefix.filesystem) and _links_to_a_file_inside(entry["name"], prefix.path):
+                named.append((key, entry))
+        elif entry["type"] == "directory":
             named.append((key + "/", entry))
-        elif not is_folder and (entry["type"] == "file" or entry.get("islink")):
+        elif entry["type"] == "file":
             named.append((key, entry))
     for key, entry in sorted(named, key=lambda item: item[0]):
         if key.endswith("/"):
             yield from _walk(prefix, entry["name"].rstrip("/"), retry)
         else:
-            modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or ""
-            yield ObjectInfo(storage.join(prefix.uri, key), key, int(entry.get("size") or 0),
-                             f"{modified}-{entry.get('size') or 0}")
+            yield _object_info(prefix.uri, key, entry)
+
+
+def _links_to_a_file_inside(link: str, root: str) -> bool:
+    """Whether the symlink ``link`` resolves to a regular file under the folder ``root``."""
+    target, real_root = os.path.realpath(link), os.path.realpath(root)
+    return os.path.isfile(target) and os.path.commonpath([target, real_root]) == real_root
+
+
+def _object_info(base_uri: str, key: str, entry: dict) -> ObjectInfo:
+    """An fsspec ``info`` entry as the `ObjectInfo` of ``key`` under ``base_uri`` (etag: the store's, else mtime-size)."""
+    size = int(entry.get("size") or 0)
+    etag = entry.get("ETag") or entry.get("etag")
+    if not etag:
+        modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or ""
+        etag = f"{modified}-{size}"
+    return ObjectInfo(storage.join(base_uri, key), key, size, str(etag).strip('"'))
+
+
+def _single_object(source: str, retry: RetryPolicy) -> ObjectInfo | None:
+    """The source itself when it names one file or object rather than a folder or prefix; else None."""
+    filesystem, path = storage.resolve(source)
+    if storage.is_local(filesystem):
+        if not os.path.isfile(path):
+            return None
+    elif not storage.run_io(source, lambda: filesystem.isfile(path), retry=retry):
+        return None
+    entry = storage.run_io(source, lambda: filesystem.info(path), retry=retry)
+    folder, _, name = (path if storage.is_local(filesystem) else source).rpartition("/")
+    return _object_info(folder, name, entry)
 
 
 def iter_pages(source: str, shard: ListingShard = WHOLE, *,
                retry: RetryPolicy = DEFAULT_RETRY) -> Iterator[list[ObjectInfo]]:
-    """The objects of ``shard`` of the prefix ``source``, unfiltered, a page at a time."""
+    """The objects of ``shard`` of the prefix ``source``, unfiltered, a page at a time.
+
+    A source that names a single file or object is a corpus of that one object (key: its name).
+    """
+    if shard == WHOLE and (single := _single_object(source, retry)) is not None:
+        yield [single]
+        return
     prefix = _resolve_prefix(source)
     if prefix.is_s3:
         yield from _s3_pages(prefix, shard, retry)

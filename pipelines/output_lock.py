@@ -62,12 +62,17 @@ class OutputLock:
                            "pid": os.getpid(), "renewed_at": time.time()}).encode()
 
     def _current(self) -> dict | None:
+        """The lease on storage; None when there is none, ``{}`` when it is unreadable (empty, cut short).
+
+        An unreadable lease holds no renewal time, so it is stale: taken over (step 3), never waited for.
+        """
         try:
-            return json.loads(storage.read_bytes(self.uri))
+            lease = json.loads(storage.read_bytes(self.uri))
         except FileNotFoundError:
             return None
         except ValueError:
-            return None  # an unreadable lease is treated as absent
+            return {}
+        return lease if isinstance(lease, dict) else {}
 
     def _is_fresh(self, lease: dict) -> bool:
         if time.time() - float(lease.get("renewed_at", 0)) > self.ttl_s:

@@ -40,6 +40,15 @@ _RETRYABLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "
 _ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                            "InvalidToken", "AllAccessDisabled", "InvalidClientTokenId"})
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# Local failures a user fixes outside the job (nothing is retried): errno -> what to tell them.
+_LOCAL_WRITE_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device; free some space and rerun the same command",
+    errno.EDQUOT: "disk quota exceeded; free some space and rerun the same command",
+    errno.EROFS: "the filesystem is read-only; choose a writable --output",
+    errno.ENOTDIR: "a file stands where a folder is needed; move it away or choose another --output",
+    errno.EISDIR: "a folder stands where a file is needed; move it away or choose another --output",
+    errno.ENAMETOOLONG: "the name is longer than the filesystem allows",
+}
 _UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
                                  errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
@@ -97,8 +106,27 @@ def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0].lower() if "://" in uri else "file"
 
 
+class CredentialsInUriError(StorageError):
+    """A URI carries credentials (``s3://KEY:SECRET@bucket/...``): refused, and never repeated in clear."""
+
+
+def _refuse_credentials(uri: str) -> None:
+    """Refuse ``scheme://user:secret@host/...``: a secret in a URI ends up in logs, job records and MLflow."""
+    if "://" not in uri:
+        return
+    scheme, rest = uri.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        shown = f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+        raise CredentialsInUriError(
+            f"{shown} carries credentials in the URI; remove them and pass them the usual way for the store "
+            f"({_CREDENTIALS_HINT})" if protocol_of(uri) in ("s3", "s3a") else
+            f"{shown} carries credentials in the URI; remove them and configure the store's own credentials")
+
+
 def resolve(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``uri`` and the path to hand it (``bucket/key`` for S3, absolute for local)."""
+    _refuse_credentials(uri)
     protocol = protocol_of(uri)
     if protocol in ("file", "local"):
         path = uri.split("://", 1)[1] if "://" in uri else uri
@@ -184,6 +212,22 @@ def join(base_uri: str, *parts: str) -> str:
     """``base_uri`` with ``parts`` appended, separated by single slashes."""
     pieces = [base_uri.rstrip("/")] + [part.strip("/") for part in parts if part.strip("/")]
     return "/".join(pieces)
+
+
+def relative_key(uri: str, base_uri: str) -> str | None:
+    """The key of ``uri`` under the folder or prefix ``base_uri`` ("" when they are the same), else None.
+
+    Local paths are compared resolved (symlinks, ``..``), object-store URIs as written.
+    """
+    (filesystem, path), (base_filesystem, base_path) = resolve(uri), resolve(base_uri)
+    if is_local(filesystem) != is_local(base_filesystem) or protocol_of(uri) != protocol_of(base_uri):
+        return None
+    if is_local(filesystem):
+        path, base_path = os.path.realpath(path), os.path.realpath(base_path)
+    path, base_path = path.rstrip("/"), base_path.rstrip("/")
+    if path == base_path:
+        return ""
+    return path[len(base_path) + 1:] if path.startswith(base_path + "/") else None
 
 
 def bucket_of(uri: str) -> str | None:
@@ -279,6 +323,9 @@ def translate_error(error: BaseException, uri: str) -> BaseException:
         return ObjectNotFoundError(f"no object or file at {uri}")
     if isinstance(error, PermissionError):
         return AccessDeniedError(f"permission denied for {uri}: check the file's permissions")
+    local_problem = _LOCAL_WRITE_PROBLEMS.get(getattr(error, "errno", None))
+    if local_problem is not None:
+        return StorageError(f"cannot write {uri}: {local_problem}")
     return error
 
 
@@ -385,7 +432,10 @@ def _temporary_beside(path: str) -> tuple[int, str]:
     than after the target, so that a target name near the filesystem's 255-byte limit still works.
     """
     folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # a file stands where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
     while True:
         temporary = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
         try:  # O_EXCL: never another writer's file; Python opens descriptors non-inheritable
@@ -404,14 +454,20 @@ def open_atomic(uri: str) -> Iterator[BinaryIO]:
     """
     filesystem, path = resolve(uri)
     if is_local(filesystem):
-        descriptor, temporary = _temporary_beside(path)
+        try:
+            descriptor, temporary = _temporary_beside(path)
+        except OSError as error:
+            raise translate_error(error, uri) from error
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 yield handle
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+            translated = translate_error(error, uri) if isinstance(error, OSError) else error
+            if translated is not error:
+                raise translated from error
             raise
         return
     try:

@@ -6,6 +6,7 @@ its presence means the run completed and met ``--max-error-fraction``.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from pipelines.progress import Progress, ProgressCounter
 from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.export import LABELMAP_NAME
-from pipelines.segmentation.keys import column_suffixes
+from pipelines.segmentation.keys import MASKS_DIR, column_suffixes
 from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import log_previews
@@ -135,7 +136,17 @@ def _small_listing(config: SegmentConfig, done: np.ndarray) -> list[ObjectInfo] 
 
 
 def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
-    return CorpusFilter(include=tuple(config.include), exclude=tuple(config.exclude), limit=config.limit)
+    """The user's filters, plus: never the job's own output, when it lies inside the input.
+
+    An output inside (or equal to) the input would otherwise feed on itself: the next run would
+    segment last night's masks. Keys under the output prefix are skipped (with the output equal to
+    the input, its ``masks/`` folder), so such a layout works and stays stable run after run.
+    """
+    exclude = tuple(config.exclude)
+    inside = storage.relative_key(config.output, config.input)
+    if inside is not None:
+        exclude += (glob.escape(f"{inside}/" if inside else f"{MASKS_DIR}/") + "*",)
+    return CorpusFilter(include=tuple(config.include), exclude=exclude, limit=config.limit)
 
 
 def _stream(dataset, progress: Progress, counter) -> dict:
@@ -220,7 +231,7 @@ def _summarise(stats_uri: str, class_names: list[str], this_run: dict, config: S
 
 
 def _clear_outputs(output_uri: str) -> None:
-    for name in (SUMMARY_NAME, STATS_DIR, "masks"):
+    for name in (SUMMARY_NAME, STATS_DIR, MASKS_DIR):
         storage.remove(storage.join(output_uri, name), recursive=True)
 
 
@@ -276,7 +287,8 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                                 zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
             run.log_dict(summary, "summary.json")
             run.log_dict(config.to_dict(), "config.json")
-            log_previews(run, read_stats(stats_root, columns=["image_uri", "mask_uri", "status"]), config.previews)
+            log_previews(run, read_stats(stats_root, columns=["image_uri", "mask_uri", "status", "run_id"]),
+                         config.previews)
             if summary["error_fraction"] > config.max_error_fraction:
                 raise ErrorFractionExceeded(
                     f"{summary['error']} of {summary['images']} images failed "

@@ -13,7 +13,7 @@ import numpy as np
 from fcn_core.masks import encode_mask_png
 from pipelines import storage
 from pipelines.batches import is_error
-from pipelines.segmentation.keys import mask_key_for
+from pipelines.segmentation.keys import MASKS_DIR, mask_key_for
 from pipelines.segmentation.stats import Provenance, build_stats_table, write_stats_part
 
 
@@ -26,7 +26,7 @@ class WriteOutputs:
 
     def __init__(self, output_uri: str, class_names: list[str], provenance: Provenance, *, stats_uri: str,
                  write_concurrency: int = 16):
-        self.masks_uri = storage.join(output_uri, "masks")
+        self.masks_uri = storage.join(output_uri, MASKS_DIR)
         self.stats_uri = stats_uri
         self.class_names = class_names
         self.provenance = provenance

@@ -39,7 +39,7 @@ def test_ray_job_submit_segments_a_bucket(local_stack, synthetic_corpus, tiny_ch
     summary = json.loads(s3.get_object(Bucket="data", Key=f"{run}/out/summary.json")["Body"].read())
     assert summary["ok"] == len(image_ids) and summary["error"] == 0
     masks = s3.list_objects_v2(Bucket="data", Prefix=f"{run}/out/masks/")["Contents"]
-    assert sorted(obj["Key"].rsplit("/", 1)[-1] for obj in masks) == sorted(f"{i}.png" for i in image_ids)
+    assert sorted(obj["Key"].rsplit("/", 1)[-1] for obj in masks) == sorted(f"{i}.jpg.png" for i in image_ids)
     tracked = MlflowClient(local_stack["MLFLOW_TRACKING_URI"]).get_run(summary["run_id"])
     assert tracked.data.metrics["images"] == len(image_ids)
 

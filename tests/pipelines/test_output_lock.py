@@ -68,6 +68,15 @@ def test_a_stale_local_lease_is_taken_over_after_the_settle_delay(tmp_path):
         assert held.token in storage.read_bytes(held.uri).decode()
 
 
+@pytest.mark.parametrize("content", [b"", b'{"token": "cut sh', b"[]"])
+def test_an_unreadable_lease_is_stale_not_a_lock_forever(tmp_path, content):
+    """An empty or cut-short ``_lock.json`` (a full disk, a killed writer) is taken over, not waited for."""
+    (tmp_path / "_lock.json").write_bytes(content)
+    with OutputLock(str(tmp_path), owner="next run", settle_s=0.1) as held:
+        assert held.token in storage.read_bytes(held.uri).decode()
+    assert not (tmp_path / "_lock.json").exists()
+
+
 @pytest.mark.integration
 def test_racing_runs_on_s3_settle_to_exactly_one_holder(s3_server):
     bucket = s3_server.create_bucket(f"lock-{uuid.uuid4().hex[:8]}")

@@ -1,6 +1,7 @@
 """pipelines.storage: URI resolution, atomic writes, retries, and errors against a real S3 server."""
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -256,3 +257,26 @@ def test_reads_ride_out_a_restart_of_the_store(s3_server, tmp_path, monkeypatch)
     finally:
         restart.join()
         servers[-1].stop(timeout_s=0.5)
+
+
+def test_local_write_failures_a_user_fixes_are_one_line_storage_errors(tmp_path):
+    (tmp_path / "masks").write_text("a file where the job needs a folder")
+    with pytest.raises(storage.StorageError, match="a file stands where a folder is needed") as raised:
+        storage.write_bytes_atomic(str(tmp_path / "masks" / "a.png"), b"png")
+    assert "\n" not in str(raised.value)
+    with pytest.raises(storage.StorageError, match="a file stands where a folder is needed"):
+        with storage.open_atomic(str(tmp_path / "masks" / "part.parquet")) as handle:
+            handle.write(b"rows")
+    for number, words in ((errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
+                          (errno.EISDIR, "a folder stands where a file is needed")):
+        translated = storage.translate_error(OSError(number, os.strerror(number)), "/out/x")
+        assert isinstance(translated, storage.StorageError) and words in str(translated)
+
+
+@pytest.mark.parametrize("uri", ["s3://AKIAEXAMPLE:wJalrXUtnFEMI%2Fs3cr3t@bucket/in", "s3://AKIAEXAMPLE@bucket/x.jpg",
+                                 "gcs://user:s3cr3t@bucket/in/"])
+def test_credentials_in_a_uri_are_refused_without_repeating_them(uri):
+    with pytest.raises(storage.CredentialsInUriError) as raised:
+        storage.resolve(uri)
+    message = str(raised.value)
+    assert "s3cr3t" not in message and "AKIAEXAMPLE" not in message and "***@bucket" in message

@@ -133,8 +133,6 @@ def test_hostile_keys_from_a_manifest_never_leave_the_output_prefix(ray_local, t
     assert all(os.path.realpath(row["mask_uri"]).startswith(masks_root) for row in audit.rows)
 
 
-@pytest.mark.xfail(strict=True, reason="open design question: the issue specifies masks/<key without extension>.png, "
-                   "which gives photo.jpg and photo.png one mask; keeping the extension breaks that contract")
 def test_images_that_differ_only_in_extension_get_a_mask_each(ray_local, tmp_path, tiny_checkpoint, fault_report):
     """``photo.jpg`` next to ``photo.png`` is common in real buckets; each needs its own mask."""
     images = tmp_path / "images"
