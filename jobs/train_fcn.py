@@ -33,7 +33,7 @@ import dataclasses
 import sys
 
 from pipelines.errors import ConfigError
-from pipelines.job_runner import run_cli
+from pipelines.job_runner import RERUN_HINT, run_cli
 from pipelines.training.config import (
     ALIGNMENTS,
     BACKBONES,
@@ -44,6 +44,7 @@ from pipelines.training.config import (
     VARIANTS,
     TrainConfig,
 )
+from pipelines.training.resources import DATA_CPUS
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
                        help="one GPU per worker (unset: when the cluster has GPUs)")
     scale.add_argument("--cpus-per-worker", type=float, default=None,
-                       help="CPUs reserved per worker, also a CPU worker's torch threads (unset: 1 with GPUs, "
-                            "else the cluster's CPUs less 0.5 for data loading, shared by the workers)")
+                       help="CPUs reserved per worker, also a CPU worker's torch threads (rounded up); what "
+                            f"cannot be scheduled beside the {DATA_CPUS:g} CPU kept for data loading is refused "
+                            "(unset: the largest share that can, fractional on small machines; at most 1 with GPUs)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"], help="passes over the training split")
@@ -135,17 +137,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config: TrainConfig | None = None  # once the flags made one
 
     def job() -> None:
         from pipelines.training.run import run_training
 
+        nonlocal config
         config = config_from_args(args)
-        try:
-            outcome = run_training(config)
-        except KeyboardInterrupt:
-            print(f"to continue after the latest checkpoint: the same command with --resume --name {config.name}",
-                  file=sys.stderr)
-            raise
+        outcome = run_training(config)
         print(f"checkpoints: {outcome.run_uri}")
         print(f"best checkpoint: {outcome.best_checkpoint}")
         print("best metrics: " + ", ".join(f"{key.removeprefix('val/')}={value:.4f}"
@@ -159,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         if outcome.alias_uri:
             print(f"registered: {outcome.alias_uri}  (use it as segment_bucket.py --model {outcome.alias_uri})")
 
-    return run_cli(job)
+    def hint() -> str:
+        from pipelines.training.run import resume_hint
+
+        return RERUN_HINT if config is None else resume_hint(config, named=args.name is not None)
+
+    return run_cli(job, resume_hint=hint)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ works on any of them. Ray Train keeps the best ones by validation mean IU plus t
 """
 from __future__ import annotations
 
+import io
 import json
-import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,15 @@ from torch import nn
 from fcn_core.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from fcn_core.metrics import ConfusionMatrix
 from pipelines import storage
+from pipelines.training.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 VALIDATION_FILE = "validation.json"
+
+
+def run_directory(config: TrainConfig) -> str:
+    """``STORAGE/NAME``, the URI every checkpoint of the run `config` describes lies under."""
+    return storage.join(config.storage_path, config.name)
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -78,9 +85,9 @@ def write_epoch_checkpoint(
             json.dump(record, handle)
 
 
-def read_epoch_checkpoint(directory: str, map_location: str | torch.device = "cpu") -> Restored:
-    """Read a checkpoint directory written by `write_epoch_checkpoint` (weights-only loading)."""
-    loaded = load_checkpoint(os.path.join(directory, CHECKPOINT_FILE), map_location=map_location)
+def read_epoch_checkpoint(checkpoint: str, map_location: str | torch.device = "cpu") -> Restored:
+    """Read a checkpoint.pt URI written by `write_epoch_checkpoint` (weights-only loading)."""
+    loaded = load_checkpoint(io.BytesIO(storage.read_bytes(checkpoint)), map_location=map_location)
     state = loaded.training_state
     return Restored(loaded=loaded, epoch=int(state["epoch"]), optimizer_state=state["optimizer"],
                     scheduler_state=state["scheduler"])
@@ -101,20 +108,46 @@ def checkpoint_uri(run_uri: str, checkpoint: ray.train.Checkpoint) -> str:
     return storage.join(run_uri, checkpoint.path.rstrip("/").rsplit("/", 1)[-1], CHECKPOINT_FILE)
 
 
-def latest_checkpoint(run_uri: str) -> str | None:
-    """The checkpoint.pt URI Ray Train would continue the run at `run_uri` from, or None.
+def epoch_of(checkpoint: str) -> int:
+    """The epoch (0-based) of a checkpoint.pt URI under a run directory, read from its folder's name."""
+    return int(checkpoint.rstrip("/").split("/")[-2].removeprefix("epoch_"))
 
-    Read from Ray's own record of the run, not from the directories: a checkpoint written in the
-    last moments before a crash may be on storage without Ray having registered it.
+
+def latest_checkpoint(run_uri: str) -> str | None:
+    """The checkpoint.pt URI of the latest complete epoch on storage under `run_uri`, or None.
+
+    What `--resume` and a restarted worker group continue after. Read from the folders, not from Ray
+    Train's record of the run (``checkpoint_manager_snapshot.json``, what ``ray.train.get_checkpoint``
+    returns): the controller registers a reported checkpoint only when it next polls the workers
+    (every 2 s), and Ctrl-C aborts it without a last poll, so the record lags storage by the epochs
+    of the run's last seconds (two epochs of a small model when this was measured), and continuing
+    from it trained those epochs again. Storage is also what a person sees and what the refusal to
+    reuse a --name looks at. Such unregistered folders stay outside Ray's `--keep-checkpoints`
+    bookkeeping: they are kept.
+
+    A checkpoint.pt counts once it is whole. Ray copies a reported folder into place file by file,
+    and an interrupt can cut the copy short; torch writes a checkpoint as a zip archive whose
+    directory comes last, so a file whose zip directory reads was copied to its end.
     """
-    filesystem, path = ray_storage(run_uri)
-    ray_train_logger = logging.getLogger("ray.train")
-    level = ray_train_logger.level
-    ray_train_logger.setLevel(logging.WARNING)  # reading the record logs a paragraph about resuming
-    try:
-        result = ray.train.Result.from_path(path, storage_filesystem=filesystem)
-    except RuntimeError:  # no run directory, or no checkpoint registered in it yet
-        return None
-    finally:
-        ray_train_logger.setLevel(level)
-    return None if result.checkpoint is None else checkpoint_uri(run_uri, result.checkpoint)
+    filesystem, path = storage.resolve(run_uri)
+    found = storage.run_io(run_uri, lambda: filesystem.glob(f"{path}/epoch_*/{CHECKPOINT_FILE}"))
+    candidates = [storage.join(run_uri, *entry.split("/")[-2:]) for entry in found]
+    for candidate in sorted(candidates, key=epoch_of, reverse=True):
+        if _is_whole(candidate):
+            return candidate
+    return None
+
+
+def _is_whole(checkpoint: str) -> bool:
+    """Whether the zip archive torch wrote to `checkpoint` ends in its directory (reads its last few KB)."""
+    filesystem, path = storage.resolve(checkpoint)
+
+    def read_directory() -> bool:
+        with filesystem.open(path, "rb") as handle:
+            try:
+                zipfile.ZipFile(handle).close()
+            except zipfile.BadZipFile:
+                return False
+        return True
+
+    return storage.run_io(checkpoint, read_directory)

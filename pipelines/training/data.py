@@ -23,9 +23,9 @@ from pipelines import storage
 from pipelines.errors import ConfigError
 from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, read_labelled
 from pipelines.training.config import TrainConfig
+from pipelines.training.resources import DATA_CPUS
 
 TRAIN, VAL = "train", "val"  # the names of the Ray datasets the training loop reads
-DATA_CPUS = 0.5  # CPUs of a cluster left to the read tasks when sizing CPU workers
 LABELMAP_NAME = "labelmap.txt"
 
 

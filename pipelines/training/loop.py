@@ -29,9 +29,17 @@ from fcn_core.losses import segmentation_loss
 from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import Normalization, normalize_image
+from pipelines.errors import ConfigError
 from pipelines.tracking import DisabledRun, TrackedRun
 from pipelines.training.augment import AugmentingCollate
-from pipelines.training.checkpoints import Restored, epoch_dir_name, read_epoch_checkpoint, write_epoch_checkpoint
+from pipelines.training.checkpoints import (
+    Restored,
+    epoch_dir_name,
+    latest_checkpoint,
+    read_epoch_checkpoint,
+    run_directory,
+    write_epoch_checkpoint,
+)
 from pipelines.training.config import TrainConfig
 from pipelines.training.data import TRAIN, VAL, decode_rows
 from pipelines.training.optimization import build_optimizer, build_scheduler
@@ -61,9 +69,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, math.ceil(config.cpus_per_worker)))
 
-    restored = _restore_latest()
+    restored = _restore_latest(run_directory(config), rank, device)
     if restored is None and settings.initial_model is None:
-        raise RuntimeError("--resume found a checkpoint, but Ray Train handed the workers none to restore")
+        raise ConfigError(f"--resume: the workers find no checkpoint under {run_directory(config)}, where the "
+                          "driver found one; use a --storage-path every node reaches, such as s3://...")
     loaded = restored.loaded if restored else load_checkpoint(io.BytesIO(ray.get(settings.initial_model)))
     model, normalization = loaded.model, loaded.normalization
     start_epoch = restored.epoch + 1 if restored else 0
@@ -121,13 +130,16 @@ def training_batches(shard: ray.data.DataIterator, config: TrainConfig, num_clas
                                            prefetch_batches=PREFETCH_BATCHES, **shuffle))
 
 
-def _restore_latest() -> Restored | None:
-    """The latest checkpoint of this run (after a worker failure or a --resume), or None."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return read_epoch_checkpoint(directory)
+def _restore_latest(run_uri: str, rank: int, device: torch.device) -> Restored | None:
+    """The latest complete checkpoint of the run on storage (`checkpoints.latest_checkpoint`), or None.
+
+    Not Ray Train's own `get_checkpoint()`, whose record lags storage after an interrupt. Rank 0
+    looks and tells the others, so that every replica starts from the same epoch.
+    """
+    chosen = [latest_checkpoint(run_uri) if rank == 0 else None]
+    if dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0, device=device)
+    return None if chosen[0] is None else read_epoch_checkpoint(chosen[0])
 
 
 def train_one_epoch(

@@ -24,11 +24,12 @@ from pipelines import storage, tracking
 from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray
 from pipelines.plots import confusion_matrix_png, per_class_iu_png
-from pipelines.training.checkpoints import VALIDATION_FILE, latest_checkpoint
+from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
 from pipelines.training.data import TRAIN, VAL, class_names_of, decode_rows, read_split
 from pipelines.training.loop import LoopSettings
 from pipelines.training.reporting import prediction_panel
+from pipelines.training.resources import DATA_CPUS
 from pipelines.training.trainer import FitResult, build_trainer, fit, resolve_resources
 
 CANDIDATE_ALIAS = "candidate"
@@ -51,12 +52,15 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     """Train `config` on the Ray cluster of RAY_ADDRESS (or this process's, or a new local one)."""
     if config.register_as and not config.tracking:
         raise ConfigError("--register-as registers the model in MLflow; it cannot be combined with --no-tracking")
-    run_uri = storage.join(config.storage_path, config.name)
+    run_uri = run_directory(config)
     previous_run_id = _check_resume(config, run_uri)
     class_names = class_names_of(config)
     connect_ray()
-    train, val = read_split(config, TRAIN), read_split(config, VAL)
     config = resolve_resources(config)
+    each = f"1 GPU and {config.cpus_per_worker:g} CPU" if config.use_gpu else f"{config.cpus_per_worker:g} CPU"
+    log(f"training {config.variant} on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s) of "
+        f"{each} each, {DATA_CPUS:g} CPU kept for data loading; checkpoints under {run_uri}")
+    train, val = read_split(config, TRAIN), read_split(config, VAL)
     # A resumed run continues from its checkpoint; a new one needs the weights to start from.
     initial = None if config.resume else ray.put(_checkpoint_bytes(initial_model(config, class_names, log=log),
                                                                    class_names))
@@ -70,8 +74,6 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
         run.log_dict(resolved, "config/resolved_config.json")
         loop_settings = LoopSettings(config=config, class_names=class_names, initial_model=initial,
                                      resolved_config=resolved, run=run)
-        log(f"training {config.variant} on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s) "
-            f"of {config.cpus_per_worker:g} CPUs; checkpoints under {run_uri}")
         result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
         log(f"best checkpoint {result.best_checkpoint}: "
             f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
@@ -100,6 +102,19 @@ def _check_resume(config: TrainConfig, run_uri: str) -> str | None:
     if not latest:
         raise ConfigError(f"nothing to resume: no checkpoints in {run_uri}; check --name and --storage-path")
     return read_checkpoint_metadata(io.BytesIO(storage.read_bytes(latest))).config.get("mlflow_run_id")
+
+
+def resume_hint(config: TrainConfig, *, named: bool) -> str:
+    """How to continue `config`'s run after an interrupt: what `_check_resume` accepts, after the epoch it resumes at.
+
+    `named`: whether the command already says --name (a run left unnamed was named fcn-DATE-TIME).
+    """
+    latest = latest_checkpoint(run_directory(config))
+    if latest is None:
+        return "no epoch was checkpointed yet: rerun the same command to start again"
+    flags = "" if config.resume else " plus --resume" if named else f" plus --resume --name {config.name}"
+    return (f"continue after the latest checkpoint (epoch {epoch_of(latest) + 1}/{config.epochs}) "
+            f"with the same command{flags}")
 
 
 def initial_model(config: TrainConfig, class_names: list[str], *, log: Callable[[str], None] = print) -> FCN:

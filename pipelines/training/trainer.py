@@ -1,8 +1,9 @@
 """The Ray Train side of a training run: scaling, storage, checkpoint retention, failures.
 
-Ray Train (V2) keys a run by ``RunConfig(name, storage_path)``: starting a trainer whose run
-directory already holds checkpoints continues after the latest one. That one mechanism serves
-both a worker group restarted after a failure (up to ``--max-failures`` times) and ``--resume``.
+Ray Train (V2) keys a run by ``RunConfig(name, storage_path)`` and keeps its record of the run's
+checkpoints there, which decides which ones are kept and which is best. Where training continues
+is decided from the checkpoints on storage (`checkpoints.latest_checkpoint`), by the same rule for
+a worker group restarted after a failure (up to ``--max-failures`` times) and for ``--resume``.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from ray.train.torch import TorchTrainer
 from pipelines.job_runner import find_user_error
 from pipelines.training.checkpoints import checkpoint_uri, ray_storage
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import DATA_CPUS, TRAIN, VAL, SegmentationDataConfig
+from pipelines.training.data import TRAIN, VAL, SegmentationDataConfig
 from pipelines.training.loop import SCORE_METRIC, LoopSettings, train_loop_per_worker
+from pipelines.training.resources import NodeResources, plan_workers
 
 
 @dataclass(frozen=True)
@@ -34,19 +36,14 @@ class FitResult:
 def resolve_resources(config: TrainConfig) -> TrainConfig:
     """`config` with `use_gpu` and `cpus_per_worker` filled in from the cluster where left to auto.
 
-    GPU workers hold one GPU and one CPU. CPU workers share the cluster's CPUs but `DATA_CPUS`,
-    which stay free for Ray Data's read and decode tasks, and no worker asks for more than a node
-    has: on a 2-CPU machine one worker gets 1.5 CPUs, so 2 torch threads, and decoding interleaves
-    with the training steps.
+    `resources.plan_workers` sizes them so that `DATA_CPUS` stay free for Ray Data's fetch tasks,
+    and refuses (ConfigError) workers that could not all be scheduled beside them.
     """
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1 if config.use_gpu is None else config.use_gpu
-    cpus = config.cpus_per_worker
-    if cpus is None and use_gpu:
-        cpus = 1.0
-    elif cpus is None:
-        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
-        cpus = max(1.0, min(max(nodes) - DATA_CPUS, (sum(nodes) - DATA_CPUS) / config.num_workers))
-    return dataclasses.replace(config, use_gpu=use_gpu, cpus_per_worker=cpus)
+    nodes = [NodeResources(cpus=node["Resources"].get("CPU", 0.0), gpus=node["Resources"].get("GPU", 0.0))
+             for node in ray.nodes() if node["Alive"]]
+    plan = plan_workers(nodes, num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker,
+                        use_gpu=config.use_gpu)
+    return dataclasses.replace(config, use_gpu=plan.use_gpu, cpus_per_worker=plan.cpus_per_worker)
 
 
 def build_trainer(settings: LoopSettings, *, train: ray.data.Dataset, val: ray.data.Dataset) -> TorchTrainer:

@@ -4,6 +4,7 @@ Models are tiny (VGG16 at 1/16 width, compact alignment, 64-pixel crops) and run
 of the 16-image synthetic corpus, so each run is a few tens of seconds on two cores.
 """
 import io
+import json
 import os
 import shutil
 import signal
@@ -24,11 +25,13 @@ from fcn_core.masks import decode_mask_png, encode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from jobs import train_fcn
 from pipelines import storage
-from pipelines.training.checkpoints import latest_checkpoint
+from pipelines.training.checkpoints import epoch_of, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--width-multiplier", "0.0625", "--alignment", "compact", "--crop-size", "64", "--batch-size", "4",
-        "--cpus-per-worker", "1", "--val-every", "1", "--lr", "3e-3"]
+TINY_MODEL = ["--width-multiplier", "0.0625", "--alignment", "compact", "--crop-size", "64", "--batch-size", "4",
+              "--val-every", "1", "--lr", "3e-3"]
+TINY = [*TINY_MODEL, "--cpus-per-worker", "1"]
+TWO_CPU_RUN_TIMEOUT_S = 300  # the run takes about a minute; a hang fails the test after this
 PAPER_METRICS = ("val/pixel_accuracy", "val/mean_accuracy", "val/mean_iu", "val/frequency_weighted_iu")
 
 
@@ -48,13 +51,33 @@ def _epochs_on_storage(run_uri: str) -> dict[int, str]:
             for entry in found}
 
 
-def _registered_epoch(run_uri: str) -> int | None:
-    """The epoch of the latest checkpoint Ray Train has registered for the run (None before the first)."""
-    try:
-        latest = latest_checkpoint(run_uri)
-    except Exception:  # noqa: BLE001 - Ray's record of the run was being rewritten as we read it
-        return None
-    return None if latest is None else int(latest.split("/")[-2].removeprefix("epoch_"))
+def _latest_epoch(run_uri: str) -> int | None:
+    """The epoch of the run's latest whole checkpoint on storage, as the job sees it (None before the first)."""
+    latest = latest_checkpoint(run_uri)
+    return None if latest is None else epoch_of(latest)
+
+
+def _loadable_epochs(run_uri: str) -> list[int]:
+    """The epochs whose checkpoint on storage loads: this test's own reading, independent of `latest_checkpoint`."""
+    loadable = []
+    for epoch, uri in _epochs_on_storage(run_uri).items():
+        try:
+            load_checkpoint(io.BytesIO(storage.read_bytes(uri)))
+        except Exception:  # noqa: BLE001 - still being copied into place
+            continue
+        loadable.append(epoch)
+    return sorted(loadable)
+
+
+def _stop(driver: subprocess.Popen) -> None:
+    """Ctrl-C, then SIGKILL for the driver's whole session (its private Ray included) if it lingers."""
+    if driver.poll() is None:
+        driver.send_signal(signal.SIGINT)
+        try:
+            driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str) -> set[str]:
@@ -132,10 +155,10 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_last_checkp
     runner = threading.Thread(target=lambda: outcome.setdefault("code", train_fcn.main(argv)))
     runner.start()
     deadline = time.monotonic() + 600
-    while (_registered_epoch(str(tmp_path / name)) or 0) < 1:
+    while (_latest_epoch(str(tmp_path / name)) or 0) < 1:
         assert runner.is_alive() and time.monotonic() < deadline, "the run ended before its second checkpoint"
         time.sleep(0.2)
-    registered = _registered_epoch(str(tmp_path / name))
+    checkpointed = _latest_epoch(str(tmp_path / name))
     victims = _worker_processes()
     assert len(victims) == 2
     victims[1].send_signal(signal.SIGKILL)
@@ -145,56 +168,87 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_last_checkp
     checkpoint = load_checkpoint(str(_epochs_on_storage(str(tmp_path / name))[3]))
     run_id = checkpoint.config["mlflow_run_id"]
     resumed = [metric.value for metric in tracking.get_metric_history(run_id, "resumed_at_epoch")]
-    # Restarted after a checkpoint at least as recent as the one registered when the worker died.
-    assert len(resumed) == 1 and registered + 1 <= resumed[0] <= 3
+    # Restarted after a checkpoint at least as recent as the latest one when the worker died.
+    assert len(resumed) == 1 and checkpointed + 1 <= resumed[0] <= 3
     steps = _steps(tracking, run_id, "train/loss")
     assert set(steps) == {0, 1, 2, 3}
-    assert all(steps.count(epoch) == 1 for epoch in range(registered + 1)), steps  # not restarted from zero
+    assert all(steps.count(epoch) == 1 for epoch in range(checkpointed + 1)), steps  # not restarted from zero
     assert checkpoint.training_state["epoch"] == 3
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_at_the_next_epoch_in_the_same_mlflow_run(
+def test_an_interrupted_run_resumes_after_its_latest_checkpoint_in_the_same_mlflow_run(
         ray_local, synthetic_corpus, tracking, mlflow_server, tmp_path):
     name = _unique("resume")
+    run_uri = str(tmp_path / name)
     argv = ["--data", str(synthetic_corpus.root), "--num-workers", "1", "--epochs", "4", *TINY,
             "--storage-path", str(tmp_path), "--name", name, "--keep-checkpoints", "4"]
-    # The interrupted run is its own driver process on the test's Ray cluster, stopped with Ctrl-C.
+    # The interrupted run is its own driver process on the test's Ray cluster, stopped with Ctrl-C
+    # as soon as its second epoch is on storage: before Ray Train's record of the run has caught up.
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}
-    driver = subprocess.Popen([sys.executable, "jobs/train_fcn.py", *argv], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = tmp_path / "interrupted.err"  # a file, not a pipe: Ray's logs would fill a pipe nobody reads
+    with stderr.open("w") as sink:
+        driver = subprocess.Popen([sys.executable, "jobs/train_fcn.py", *argv], cwd=REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=sink)
     try:
         deadline = time.monotonic() + 600
-        while _registered_epoch(str(tmp_path / name)) is None:
-            assert driver.poll() is None, driver.stderr.read()[-3000:]
+        while 1 not in _loadable_epochs(run_uri):
+            assert driver.poll() is None, stderr.read_text()[-3000:]
             assert time.monotonic() < deadline
-            time.sleep(0.2)
+            time.sleep(0.05)
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=120) == 130
     finally:
         if driver.poll() is None:
             driver.kill()
-    interrupted_at = _registered_epoch(str(tmp_path / name))
+    advice = [line for line in stderr.read_text().splitlines() if line.startswith("interrupted") or "--resume" in line]
+    interrupted_at = _loadable_epochs(run_uri)[-1]
     assert interrupted_at < 3, "the run finished before it could be interrupted"
 
     # The same command again refuses to start over; with --resume it continues.
     assert train_fcn.main(argv) == 2
     assert train_fcn.main([*argv, "--resume"]) == 0
 
-    checkpoints = _epochs_on_storage(str(tmp_path / name))
+    checkpoints = _epochs_on_storage(run_uri)
     assert sorted(checkpoints) == [0, 1, 2, 3]
     run_ids = {load_checkpoint(str(path)).config["mlflow_run_id"] for path in checkpoints.values()}
     assert len(run_ids) == 1
     run_id = run_ids.pop()
+    # Continued right after the latest checkpoint on storage: the epochs up to it were trained once.
+    # (One the interrupt caught between logging its loss and writing its checkpoint is trained again.)
     assert [m.value for m in tracking.get_metric_history(run_id, "resumed_at_epoch")] == [interrupted_at + 1]
-    # Epochs up to the checkpoint were trained once; the ones the interrupted run did not get to
-    # checkpoint were trained (and logged) again after resuming.
     steps = _steps(tracking, run_id, "train/loss")
     assert set(steps) == {0, 1, 2, 3}
-    assert all(steps.count(epoch) == 1 for epoch in range(interrupted_at + 1))
+    assert all(steps.count(epoch) == 1 for epoch in range(interrupted_at + 1)), steps
     assert tracking.get_run(run_id).info.status == "FINISHED"
+    # One piece of advice, and it is what worked.
+    assert advice == [f"interrupted: continue after the latest checkpoint (epoch {interrupted_at + 1}/4) "
+                      "with the same command plus --resume"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_workers_on_a_two_cpu_machine_leave_room_for_data_loading_and_finish(synthetic_corpus, tmp_path):
+    # The job's own private Ray (no RAY_ADDRESS), with this machine's 2 CPUs rather than the fixtures'
+    # 8 logical ones; pinned to 2, so that the test checks the same thing on a larger machine. Workers
+    # of 1 CPU each would leave none for the fetch tasks, and the run would wait for data forever.
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": 2})
+    argv = ["--data", str(synthetic_corpus.root), "--num-workers", "2", "--no-use-gpu", "--epochs", "1",
+            *TINY_MODEL, "--storage-path", str(tmp_path), "--name", "two-cpus", "--no-tracking"]
+    driver = subprocess.Popen([sys.executable, "jobs/train_fcn.py", *argv], cwd=REPO, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        printed, _ = driver.communicate(timeout=TWO_CPU_RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop(driver)
+        pytest.fail(f"--num-workers 2 on 2 CPUs did not finish in {TWO_CPU_RUN_TIMEOUT_S} s")
+    assert driver.returncode == 0, printed[-3000:]
+    ours = [line for line in printed.splitlines() if line.startswith(("training ", "epoch ", "best "))]
+    assert ours[0].startswith("training fcn8s on 2 CPU worker(s) of 0.75 CPU each, 0.5 CPU kept for data loading")
+    assert _loadable_epochs(str(tmp_path / "two-cpus")) == [0]
 
 
 def _drop_mask(root: Path) -> str:

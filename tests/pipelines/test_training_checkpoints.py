@@ -13,6 +13,7 @@ from pipelines.training.checkpoints import (
     VALIDATION_FILE,
     checkpoint_uri,
     epoch_dir_name,
+    epoch_of,
     latest_checkpoint,
     read_epoch_checkpoint,
     write_epoch_checkpoint,
@@ -44,7 +45,7 @@ def test_round_trip_restores_model_optimizer_and_schedule(tmp_path):
                            config={"training": config.to_dict()}, optimizer=optimizer, scheduler=scheduler,
                            confusion=confusion)
 
-    restored = read_epoch_checkpoint(str(directory))
+    restored = read_epoch_checkpoint(str(directory / CHECKPOINT_FILE))
     assert restored.epoch == 3 and restored.loaded.step == 4
     assert restored.loaded.class_names == CLASSES
     for key, value in model.state_dict().items():
@@ -71,13 +72,27 @@ def test_unvalidated_epochs_write_no_validation_record(tmp_path):
     assert os.listdir(tmp_path) == [CHECKPOINT_FILE]
 
 
-def test_a_run_without_a_registered_checkpoint_has_nothing_to_resume(tmp_path):
+def test_the_latest_whole_checkpoint_on_storage_is_what_a_run_continues_after(tmp_path):
     _, model, optimizer, scheduler = _trained_state()
-    directory = tmp_path / "run" / epoch_dir_name(0)
-    directory.mkdir(parents=True)
-    # On storage, but never registered by Ray Train (the run died while reporting it).
-    write_epoch_checkpoint(str(directory), model, class_names=CLASSES, epoch=0, metrics={}, config={},
-                           optimizer=optimizer, scheduler=scheduler, confusion=None)
+    run = tmp_path / "run"
+    for epoch in range(3):
+        directory = run / epoch_dir_name(epoch)
+        directory.mkdir(parents=True)
+        # Never registered by Ray Train (no checkpoint_manager_snapshot.json): storage alone decides.
+        write_epoch_checkpoint(str(directory), model, class_names=CLASSES, epoch=epoch, metrics={}, config={},
+                               optimizer=optimizer, scheduler=scheduler, confusion=None)
+    latest = latest_checkpoint(str(run))
+    assert latest == str(run / epoch_dir_name(2) / CHECKPOINT_FILE) and epoch_of(latest) == 2
+
+    # An interrupt cut the copy of the last one short: the one before is the latest whole one.
+    path = run / epoch_dir_name(2) / CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes()[:-100])
+    assert latest_checkpoint(str(run)) == str(run / epoch_dir_name(1) / CHECKPOINT_FILE)
+    assert read_epoch_checkpoint(latest_checkpoint(str(run))).epoch == 1
+
+
+def test_a_run_without_checkpoints_has_nothing_to_continue_after(tmp_path):
+    (tmp_path / "run" / epoch_dir_name(0)).mkdir(parents=True)  # Ray made the folder, the copy never started
     assert latest_checkpoint(str(tmp_path / "run")) is None
     assert latest_checkpoint(str(tmp_path / "absent")) is None
 
