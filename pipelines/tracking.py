@@ -9,6 +9,9 @@ A job checks the server before doing any work (``check_tracking_server``): an un
 one-line ``TrackingUnavailableError`` within seconds, not MLflow's minutes of retries, and never a
 silent loss of tracking. ``--no-tracking`` is the explicit way to run without MLflow.
 
+Jobs may start together on one SQLite store, new or not: each process creates or upgrades its schema
+under a file lock beside the database (``mlruns.db.lock``), see ``_initialize_local_store``.
+
 Nothing secret is logged: parameters, tags and logged dictionaries go through ``redact_mapping``,
 which masks values under secret-looking names and any occurrence of the secrets in this process's
 environment (the AWS secret key, the MLflow token, ...).
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import logging
 import math
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import time
@@ -193,7 +198,7 @@ def check_tracking_server(uri: str, timeout_s: float = 10) -> None:
     """
     try:
         with _fail_fast_http(timeout_s):
-            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            mlflow_client(uri).search_experiments(max_results=1)
     except (MlflowException, OSError) as error:
         raise TrackingUnavailableError(f"MLflow at {redact(uri)} is unreachable: "
                                        f"{_short_reason(error, timeout_s)}; start it or pass --no-tracking") from None
@@ -223,7 +228,62 @@ def mlflow_client(tracking_uri: str | None = None) -> mlflow.MlflowClient:
 
 @functools.lru_cache(maxsize=8)
 def _cached_client(tracking_uri: str) -> mlflow.MlflowClient:
+    _initialize_local_store(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+@functools.cache
+def _initialize_local_store(tracking_uri: str) -> None:
+    """Create or upgrade a SQLite store's schema once per process, one process at a time.
+
+    MLflow runs its schema migrations (alembic) on a SQLite store whenever it builds a store object
+    for the URI and finds a table missing: the tracking store when an ``MlflowClient`` is constructed,
+    and the model registry's store, which migrates the same database, on the first registry call.
+    Jobs that start together on a new ``mlruns.db`` would all migrate it at once: all but one crash
+    ("table ... already exists"), and a migration cut short can leave an ``_alembic_tmp_*`` table
+    that breaks every later job. So both stores are built here under an exclusive ``flock`` on
+    ``<database>.lock``; the stores MLflow caches per process then find the schema complete and
+    migrate nothing. Other URIs (servers) need nothing.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if database in ("", ":memory:"):
+        return
+    # Importing MLflow's SQL stores takes seconds: done before the lock, so that jobs do it in parallel.
+    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:  # closing the file releases the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow.MlflowClient(tracking_uri=tracking_uri).search_registered_models(max_results=1)
+        except Exception:
+            _raise_if_half_migrated(database)
+            raise
+
+
+def _raise_if_half_migrated(database: str) -> None:
+    """Explain a store that a job killed in the middle of a migration left behind, if that is the cause.
+
+    MLflow alters a SQLite table by copying it into ``_alembic_tmp_<table>``, and on SQLite its
+    migrations are not one transaction: a kill leaves that table and some committed steps behind, and
+    every later migration fails on them. No safe repair is known, so the message says what to remove.
+    """
+    if not os.path.isfile(database):
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(database)) as connection:
+            names = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:  # not a database we can read: MLflow's own error says more
+        return
+    leftovers = sorted(name for (name,) in names if name.startswith("_alembic_tmp_"))
+    if leftovers:
+        raise TrackingUnavailableError(
+            f"the MLflow store {database} was left half-built by a job stopped while creating or upgrading it "
+            f"(leftover table {', '.join(leftovers)}): delete {database} if it holds no runs you need, "
+            "else restore it from a backup") from None
 
 
 @dataclasses.dataclass(frozen=True)

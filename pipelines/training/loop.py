@@ -7,7 +7,9 @@ run started again with the same name, continues after the latest checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import math
 import sys
 import tempfile
@@ -60,7 +62,20 @@ class LoopSettings:
     run: TrackedRun | DisabledRun
 
 
+def _quiet_training_reports() -> None:
+    """Keep Ray Train's per-report INFO line (the whole metrics dict) out of the console.
+
+    Ray Train 2.60 logs it through a logger named after its module's file path, which its own
+    ``LoggingConfig`` (set in `trainer.build_trainer`) does not reach; the job prints one line per epoch.
+    """
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    _quiet_training_reports()
     settings: LoopSettings = loop_config["settings"]
     config = settings.config
     context = ray.train.get_context()

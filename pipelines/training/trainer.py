@@ -57,6 +57,9 @@ def build_trainer(settings: LoopSettings, *, train: ray.data.Dataset, val: ray.d
         storage_path=path,
         storage_filesystem=filesystem,
         failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        # Ray Train narrates every step at INFO (worker group, device moves, each report's metrics
+        # dict); the job prints one line per epoch itself. Ray Train's system log files keep it all.
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=config.keep_checkpoints,
             checkpoint_score_attribute=SCORE_METRIC,

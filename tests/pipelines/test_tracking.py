@@ -1,8 +1,10 @@
 """pipelines.tracking and pipelines.model_refs: local SQLite default, a real MLflow server, redaction."""
 import dataclasses
+import fcntl
 import json
 import pickle
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -145,6 +147,21 @@ def test_start_run_with_unreachable_server_raises_before_the_block(monkeypatch):
         with tracking.start_run(TrackingSettings(), "job", params={}):
             entered.append(True)
     assert not entered
+
+
+def test_a_local_store_is_created_only_under_the_lock_beside_it(local_store):
+    """Jobs that start together take turns creating the store (see tests/reliability/test_mlflow_store_race.py)."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (so the check reaches the lock at once)
+
+    uri, outcome = tracking.resolve_tracking_uri(), []
+    checker = threading.Thread(target=lambda: outcome.append(tracking.check_tracking_server(uri)))
+    with open(local_store / "mlruns.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        checker.start()
+        time.sleep(1)
+        assert not outcome and not (local_store / "mlruns.db").exists()
+    checker.join(timeout=300)
+    assert outcome == [None] and (local_store / "mlruns.db").exists()
 
 
 def test_disabled_tracking_says_so_once_and_records_nothing(local_store, capsys):
