@@ -17,6 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from jobs import segment_bucket
 from tests.reliability.audit import audit_output
+from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,6 +52,23 @@ def test_an_input_deleted_between_runs_breaks_no_later_run(ray_local, tmp_path, 
     assert [first, second, third] == [0, 0, 0]
     assert audit.summary is not None and audit.summary["images"] == 6
     assert not audit.problems(), audit.problems()
+
+
+def test_an_object_deleted_from_s3_between_runs_breaks_no_later_run(ray_local, s3_server, s3_files, mlflow_server,
+                                                                     tiny_checkpoint, fault_report, monkeypatch):
+    """The same on the S3 server, tracked in the MLflow server (artifacts on S3), as a nightly run sees it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    bucket = unique_bucket(s3_server, "deleted")
+    inputs = put_objects(s3_server, bucket, {f"in/a{index}.jpg": tiny_jpeg(index) for index in range(4)})
+    output = f"s3://{bucket}/out"
+    first = _segment(f"s3://{bucket}/in", output, tiny_checkpoint)
+    s3_server.client().delete_object(Bucket=bucket, Key="in/a0.jpg")
+    second = _segment(f"s3://{bucket}/in", output, tiny_checkpoint)
+    audit = audit_output(s3_files, f"{bucket}/out", inputs)
+    fault_report("input", "an object deleted from S3 between two runs (MLflow server)", audit,
+                 exit_codes=[first, second], detail=f"summary.json after the rerun: {audit.summary is not None}")
+    assert [first, second] == [0, 0]
+    assert audit.summary is not None and not audit.problems(), audit.problems()
 
 
 def test_names_at_the_filesystems_limit_get_their_masks(ray_local, tmp_path, tiny_checkpoint, fault_report):
