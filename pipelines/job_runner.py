@@ -143,6 +143,9 @@ def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda:
     On Ctrl-C or SIGTERM it prints one line: ``interrupted: `` plus ``resume_hint()``, which says how
     to continue (a job whose rerun is not the same command, like training's ``--resume``, passes its own).
     """
+    # MLflow draws a tqdm bar per artifact download (a model, a checkpoint): start-up, not the job's
+    # progress, and on stderr it would break the one-line error contract.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     previous = _unwind_on_sigterm()
     try:
         job()
