@@ -64,8 +64,6 @@ def test_a_hand_run_jobs_ray_serves_http_on_loopback_and_everything_else_behind_
     """Ray 2.60 binds its core gRPC servers (GCS, raylet, workers) to every interface whatever the
     node address; what a job controls listens on 127.0.0.1, and token authentication guards the rest."""
     import json
-    import urllib.error
-    import urllib.request
 
     env = {key: value for key, value in os.environ.items()
            if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}  # Ray's own default for a local cluster: token

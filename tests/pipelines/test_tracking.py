@@ -28,13 +28,7 @@ from pipelines.tracking import (
 SECRET = "s3cr3t-Value-that-must-never-be-logged"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_mlflow_globals():
-    """start_run sets MLflow's process-wide tracking URI; give every test (and the next module) none."""
-    yield
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+pytestmark = pytest.mark.usefixtures("fresh_mlflow_globals")
 
 
 @pytest.fixture

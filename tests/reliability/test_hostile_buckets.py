@@ -48,7 +48,8 @@ def test_an_input_deleted_between_runs_breaks_no_later_run(ray_local, tmp_path, 
     third = _segment(images, output, tiny_checkpoint)
     audit = audit_output(LocalFileSystem(), str(output), inputs)
     fault_report("input", "an input deleted from the bucket between two runs (tracking on)", audit,
-                 exit_codes=[first, second, third], detail=f"summary.json after the reruns: {audit.summary is not None}")
+                 exit_codes=[first, second, third],
+                 detail=f"summary.json after the reruns: {audit.summary is not None}")
     assert [first, second, third] == [0, 0, 0]
     assert audit.summary is not None and audit.summary["images"] == 6
     assert not audit.problems(), audit.problems()
@@ -115,7 +116,8 @@ def test_an_output_inside_the_input_never_feeds_on_itself(ray_local, tmp_path, t
     output = images / "labels" if where == "inside" else images
     codes = [_segment(images, output, tiny_checkpoint, "--no-tracking") for _ in range(3)]
     audit = audit_output(LocalFileSystem(), str(output), inputs)
-    nested = [path for path in LocalFileSystem().find(str(output / "masks")) if "/masks/" in path.split("/masks/", 1)[1]]
+    masks = LocalFileSystem().find(str(output / "masks"))
+    nested = [path for path in masks if "/masks/" in path.split("/masks/", 1)[1]]  # a mask of a mask
     fault_report("input", f"the output {'inside' if where == 'inside' else 'equal to'} the input, three runs", audit,
                  exit_codes=codes, detail=f"masks segmented as inputs: {len(audit.unexpected)}")
     assert codes == [0, 0, 0]

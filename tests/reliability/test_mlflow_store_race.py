@@ -14,7 +14,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import mlflow
 import pytest
 
 import pipelines
@@ -38,7 +37,8 @@ _WORKER = textwrap.dedent("""
     from pipelines.tracking import TrackingSettings, check_tracking_server, start_run
     from pipelines.model_refs import get_model_version_by_alias
 
-    root, worker, workers, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    root, experiment = sys.argv[1], sys.argv[5]
+    worker, workers, trials = (int(value) for value in sys.argv[2:5])
     for trial in range(trials):
         folder = os.path.join(root, f"trial-{trial}")
         open(os.path.join(folder, f"ready-{worker}"), "w").close()
@@ -47,7 +47,7 @@ _WORKER = textwrap.dedent("""
         uri = f"sqlite:///{folder}/mlruns.db"
         try:
             check_tracking_server(uri)
-            settings = TrackingSettings(tracking_uri=uri, experiment="%s")
+            settings = TrackingSettings(tracking_uri=uri, experiment=experiment)
             with start_run(settings, f"worker-{worker}", {"worker": worker, "trial": trial}) as run:
                 run.log_metrics({"loss": 1.0}, step=1)
                 get_model_version_by_alias("fcn", "champion", tracking_uri=uri)  # the model registry's store
@@ -57,7 +57,7 @@ _WORKER = textwrap.dedent("""
             outcome = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
         with open(os.path.join(folder, f"outcome-{worker}"), "w") as handle:
             handle.write(outcome)
-""" % EXPERIMENT)
+""")
 
 # A job killed (out of memory, kill -9) in the middle of a new store's migration, right after MLflow
 # created the temporary copy of a table it alters.
@@ -82,12 +82,7 @@ _LATER_JOB = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_mlflow_globals():
-    yield
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+pytestmark = pytest.mark.usefixtures("fresh_mlflow_globals")
 
 
 def _python(code: str, *args: str, cwd: Path) -> subprocess.Popen:
@@ -109,7 +104,7 @@ def _leftover_tables(database: Path) -> list[str]:
 def test_jobs_starting_together_on_a_new_sqlite_store_all_run_and_leave_it_usable(tmp_path):
     for trial in range(TRIALS):
         (tmp_path / f"trial-{trial}").mkdir()
-    workers = [_python(_WORKER, str(tmp_path), str(worker), str(WORKERS), str(TRIALS), cwd=tmp_path)
+    workers = [_python(_WORKER, str(tmp_path), str(worker), str(WORKERS), str(TRIALS), EXPERIMENT, cwd=tmp_path)
                for worker in range(WORKERS)]
     logs = [process.communicate(timeout=300)[0] for process in workers]
     assert [process.returncode for process in workers] == [0] * WORKERS, "\n".join(logs)
