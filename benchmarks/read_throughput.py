@@ -1,6 +1,6 @@
 """Read throughput of the corpus layer against plain parallel GETs, and time to the first batch.
 
-Starts its own SeaweedFS (``tests.fixtures.s3_server.start_seaweedfs``) and a local Ray runtime,
+Starts its own SeaweedFS (``infra.local.seaweedfs.start_seaweedfs``) and a local Ray runtime,
 uploads N small JPEGs, then in the same run:
 
 * reads them through ``read_corpus`` (listing included) and through a plain thread pool of boto3
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from tests.fixtures.s3_server import start_seaweedfs
+from infra.local.seaweedfs import start_seaweedfs
 
 BUCKET = "bench"
 

@@ -1,17 +1,19 @@
-"""One writer per output prefix: a lease file that works on any filesystem, S3 included.
+"""One writer per output prefix: a lease file that works on any store.
 
 The lock is a lease file, ``OUTPUT/_lock.json``:
 
 1. If it exists and is fresh (its holder renewed it within ``ttl_s``, and, when the holder ran on
    this host, its process is alive), the output is busy: fail at once.
-2. If there is none and the filesystem can create a file atomically only when absent (local
-   folders: `storage.create_new`), create our lease (a random token) that way: of two runs that
-   raced through step 1, one creates it and the other is told the output is busy. No waiting.
-3. Otherwise (object stores, which have no "create if absent" that every S3-compatible server
-   supports; or a stale lease to take over), write our lease, wait ``settle_s`` and read it back.
-   Two runs that raced through step 1 both write; whichever wrote last owns the lock and the other
-   sees a foreign token and backs off. S3 is strongly consistent, so the read-back is reliable as
-   long as the gap between a run's check and its write is shorter than ``settle_s``.
+2. If there is none and the store can create an object only if it is absent (`storage.create_new`:
+   local folders, S3, GCS; see `pipelines.stores`), create our lease (a random token) that way: of
+   two runs that raced through step 1, one creates it and the other is told the output is busy.
+   No waiting.
+3. Otherwise (a store without "create if absent", such as any other fsspec protocol or an
+   S3-compatible server that ignores ``If-None-Match``; or a stale lease to take over), write our
+   lease, wait ``settle_s`` and read it back. Two runs that raced through step 1 both write;
+   whichever wrote last owns the lock and the other sees a foreign token and backs off. This relies
+   on the store being strongly consistent and on the gap between a run's check and its write being
+   shorter than ``settle_s``.
 4. The holder renews the lease from a background thread while it works and deletes it at the end.
 
 A run killed with ``kill -9`` leaves a lease behind; on the same host it is recognised as stale at
@@ -94,10 +96,13 @@ class OutputLock:
         return self
 
     def _create_atomically(self) -> bool:
-        """Create our lease where there is none (step 2); False where the filesystem cannot promise atomicity."""
+        """Create our lease where there is none (step 2); False where the store cannot promise atomicity."""
         try:
             return storage.create_new(self.uri, self._lease())
         except FileExistsError:
+            lease = self._current()
+            if lease and lease.get("token") == self.token:
+                return True  # our own create, retried after its answer was lost
             self._raise_taken()
 
     def _write_and_settle(self) -> None:

@@ -33,6 +33,8 @@ pytest_plugins = [
     "tests.fixtures.s3_server",
     "tests.fixtures.mlflow_server",
     "tests.fixtures.corpus",
+    "tests.fixtures.gcs_server",
+    "tests.fixtures.backends",
     "tests.fixtures.local_stack",
     "tests.fixtures.models",
 ]

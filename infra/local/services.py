@@ -6,7 +6,7 @@ of the session gets SIGTERM, and whatever is still there after the grace period 
 puts its workers in process groups of their own, so the session, not the group, is the unit.
 
 Used by ``infra/local/stack.py`` and by the test fixtures (``tests/fixtures/mlflow_server.py``);
-the S3 server's start-up lives with its fixture (``tests/fixtures/s3_server.py``).
+the S3 server's start-up is ``infra/local/seaweedfs.py``.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from infra.local.services import (
     stop_ray_head,
     stop_session,
 )
-from tests.fixtures.s3_server import SeaweedServer, start_seaweedfs
+from infra.local.seaweedfs import SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_FILE = "stack.json"

@@ -1,4 +1,4 @@
-"""pipelines.corpus: prefixes and manifests as Ray datasets of bytes, read through the real S3 server."""
+"""pipelines.corpus: prefixes and manifests as Ray datasets of bytes, read from every backend's real server."""
 from __future__ import annotations
 
 import re
@@ -15,6 +15,7 @@ from pipelines.corpus import (
     plan_from_listing,
     read_corpus,
 )
+from pipelines.decode import decode_image
 from pipelines.listing import CorpusFilter, InvalidManifestError, iter_objects, write_manifest
 from pipelines.storage import (
     AccessDeniedError,
@@ -32,15 +33,16 @@ def local_bytes(corpus, key: str) -> bytes:
 
 
 @pytest.mark.integration
-def test_reads_every_image_under_an_s3_prefix_with_its_bytes(ray_local, s3_corpus, synthetic_corpus):
-    rows = read_corpus(f"{s3_corpus}/JPEGImages").take_all()
+def test_reads_and_decodes_every_image_under_a_prefix(corpus_uri, ray_local, synthetic_corpus):
+    rows = read_corpus(f"{corpus_uri}/JPEGImages").take_all()
     ids = synthetic_corpus.train_ids + synthetic_corpus.val_ids
     assert sorted(row["key"] for row in rows) == [f"{image_id}.jpg" for image_id in ids]
     for row in rows:
         assert list(row) == COLUMNS and row["error"] is None
-        assert row["uri"] == f"{s3_corpus}/JPEGImages/{row['key']}"
+        assert row["uri"] == f"{corpus_uri}/JPEGImages/{row['key']}"
         assert row["bytes"] == local_bytes(synthetic_corpus, f"JPEGImages/{row['key']}")
         assert row["size"] == len(row["bytes"]) and row["etag"]
+        assert decode_image(row["bytes"]).shape[2] == 3
 
 
 def test_a_listing_made_on_the_driver_is_used_as_is_without_asking_the_store(ray_local, synthetic_corpus):
@@ -55,27 +57,19 @@ def test_a_listing_made_on_the_driver_is_used_as_is_without_asking_the_store(ray
 
 
 @pytest.mark.integration
-def test_a_prefix_with_folders_is_listed_in_parallel_shards_without_duplicates(ray_local, s3_corpus):
-    dataset = read_corpus(s3_corpus, CorpusFilter(exclude=("*.txt",)), rows_per_block=4, max_list_tasks=8)
+def test_a_prefix_with_folders_is_listed_in_parallel_shards_without_duplicates(corpus_uri, ray_local):
+    dataset = read_corpus(corpus_uri, CorpusFilter(exclude=("*.txt",)), rows_per_block=4, max_list_tasks=8)
     keys = sorted(row["key"] for row in dataset.select_columns(["key"]).take_all())
-    assert keys == sorted(info.key for info in iter_objects(s3_corpus))
+    assert keys == sorted(info.key for info in iter_objects(corpus_uri))
     assert len(keys) == 44  # 22 JPEG images and their 22 PNG masks
 
 
 @pytest.mark.integration
-def test_a_local_folder_reads_the_same_way(ray_local, synthetic_corpus):
-    rows = read_corpus(str(synthetic_corpus.root / "SegmentationClass"), rows_per_block=5).take_all()
-    assert len(rows) == 22
-    assert all(row["bytes"] == (synthetic_corpus.root / "SegmentationClass" / row["key"]).read_bytes()
-               for row in rows)
-
-
-@pytest.mark.integration
-def test_a_manifest_is_read_instead_of_listing(ray_local, s3_corpus, synthetic_corpus, tmp_path):
-    manifest = f"s3://corpus/manifests/{uuid.uuid4().hex[:8]}.parquet"
-    write_manifest(manifest, iter_objects(f"{s3_corpus}/JPEGImages"), rows_per_group=5)
+def test_a_manifest_is_read_instead_of_listing(corpus_uri, ray_local, synthetic_corpus):
+    manifest = f"{corpus_uri.rsplit('/', 1)[0]}/manifests/{uuid.uuid4().hex[:8]}.parquet"
+    write_manifest(manifest, iter_objects(f"{corpus_uri}/JPEGImages"), rows_per_group=5)
     rows = read_corpus(manifest, max_list_tasks=3).take_all()
-    assert sorted(row["key"] for row in rows) == sorted(info.key for info in iter_objects(f"{s3_corpus}/JPEGImages"))
+    assert sorted(row["key"] for row in rows) == sorted(info.key for info in iter_objects(f"{corpus_uri}/JPEGImages"))
     assert all(row["bytes"] == local_bytes(synthetic_corpus, f"JPEGImages/{row['key']}") for row in rows)
     limited = read_corpus(manifest, CorpusFilter(limit=7)).take_all()
     assert [row["key"] for row in limited] == [info.key for info in iter_objects(manifest)][:7]
@@ -103,18 +97,16 @@ def test_listed_objects_can_be_dropped_before_paying_for_their_gets(ray_local, s
 
 
 @pytest.mark.integration
-def test_an_object_that_vanishes_after_listing_becomes_an_error_row(ray_local, s3_server):
-    bucket = s3_server.create_bucket(f"vanish-{uuid.uuid4().hex[:8]}")
-    client = s3_server.client()
+def test_an_object_that_vanishes_after_listing_becomes_an_error_row(backend, ray_local):
     for name in ("a.jpg", "b c.jpg", "ü.png"):
-        client.put_object(Bucket=bucket, Key=f"in/{name}", Body=name.encode())
-    listed = list_corpus(f"s3://{bucket}/in")
-    client.delete_object(Bucket=bucket, Key="in/b c.jpg")
+        backend.put(f"in/{name}", name.encode())
+    listed = list_corpus(f"{backend.root}/in")
+    backend.delete("in/b c.jpg")
     rows = {row["key"]: row for row in attach_bytes(listed).take_all()}
     assert rows["a.jpg"]["bytes"] == b"a.jpg" and rows["ü.png"]["bytes"] == "ü.png".encode()
     assert rows["b c.jpg"]["bytes"] is None
     assert rows["b c.jpg"]["error"] == \
-        f"fetch failed: ObjectNotFoundError: no object or file at s3://{bucket}/in/b c.jpg"
+        f"fetch failed: ObjectNotFoundError: no object or file at {backend.root}/in/b c.jpg"
 
 
 @pytest.mark.integration
@@ -132,17 +124,19 @@ def test_reads_land_on_every_node_of_a_cluster(ray_two_nodes, s3_corpus):
 
 
 @pytest.mark.integration
-def test_wrong_credentials_fail_before_ray_starts_work(s3_corpus, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+def test_wrong_credentials_fail_before_ray_starts_work(object_backend, monkeypatch):
+    object_backend.put("in/a.jpg", b"x")
+    secret = object_backend.spoil_credentials(monkeypatch)
     with pytest.raises(AccessDeniedError) as caught:
-        list_corpus(s3_corpus, retry=RetryPolicy(attempts=1))
-    assert "\n" not in str(caught.value) and "AWS_ACCESS_KEY_ID" in str(caught.value)
+        list_corpus(f"{object_backend.root}/in", retry=RetryPolicy(attempts=1))
+    assert "\n" not in str(caught.value) and secret not in str(caught.value)
 
 
 @pytest.mark.integration
-def test_missing_bucket_fails_before_ray_starts_work(s3_server):
-    with pytest.raises(BucketNotFoundError, match="bucket 'no-such-corpus' does not exist"):
-        read_corpus("s3://no-such-corpus/images")
+def test_missing_bucket_fails_before_ray_starts_work(object_backend):
+    missing = object_backend.root.replace("store-", "no-such-")
+    with pytest.raises(BucketNotFoundError, match=f"bucket '{missing.split('/')[-1]}' does not exist"):
+        read_corpus(f"{missing}/images")
 
 
 @pytest.mark.integration
