@@ -3,10 +3,11 @@
 Order of work, so that every mistake a user can make fails before any model is evaluated: the
 ``--promote`` rule (registry models of one name), the tracking server, every reference (resolved
 and downloaded; when promoting, the current champion's too if it is not among the models), and the
-models' classes (per-class IU compares only like with like). Then `evaluate_model` scores each
-model in turn, the extra champion last, and the comparison run gets the tables, the plots and the
-promotion decision. The evaluation runs are tagged as its children, so the MLflow UI nests them
-under it.
+models' classes (per-class IU compares only like with like). Then the input stages are warmed up
+once (`warm_up_input_stages`: otherwise the first model's images/s would pay for Ray starting
+workers), `evaluate_model` scores each model in turn, the extra champion last, and the comparison
+run gets the tables, the plots and the promotion decision. The evaluation runs are tagged as its
+children, so the MLflow UI nests them under it.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipelines import storage, tracking
 from pipelines.errors import ConfigError, UserError
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
-from pipelines.evaluation.evaluate import ModelEvaluation, evaluate_model
+from pipelines.evaluation.evaluate import ModelEvaluation, evaluate_model, warm_up_input_stages
 from pipelines.evaluation.promotion import (
     CHAMPION_ALIAS,
     PromotionDecision,
@@ -96,6 +97,8 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
         if champion_version is not None and champion_version not in {model.version for model in models}:
             models.append(resolve(f"models:/{name}@{CHAMPION_ALIAS}"))
         _check_same_classes(models)
+        warm_up_input_stages(config.evaluation,
+                             num_classes=read_checkpoint_metadata(models[0].checkpoint_path).spec.num_classes)
         folders = column_suffixes([model.reference for model in models])
         evaluations = [evaluate_model(model, config.evaluation, log=log,
                                       output=storage.join(output, "evaluations", folder) if output else None)

@@ -7,14 +7,21 @@ The Ray Data graph (one per evaluation, so every model is scored by the same rea
     CountConfusion   actor pool, one model per actor: one confusion matrix (C, C) per batch
     driver           adds the matrices up; `ConfusionMatrix` turns them into metrics
 
-Throughput: ``images_per_second`` = images / wall time of the model stage, from the moment the
-first batch reached an actor to the moment the last one finished (over the whole pool). Model
-loading is not counted; time an actor waits for decoded input is, so the figure is what the
-pipeline sustains, not the model's peak on one device.
+Throughput (``images_per_second``) leaves warm-up out, for every model alike. A job first reads
+and decodes the set's first pairs once, untimed (`warm_up_input_stages`), so that no model is timed
+while Ray starts the input stages' worker processes. Then each actor's first batch is its own
+warm-up (the first forward pass) and is not timed either. Over all other batches of all actors,
+images_per_second = their images / (the last one's finish - the first one's start). Model loading
+is not counted; time an actor waits for decoded input between timed batches is, so the figure is
+what the pipeline sustains, not the model's peak on one device. When every batch was some actor's
+first there is nothing left to time: it is NaN, and the comparison shows "—" (evaluate more
+images, or use a smaller ``--batch-size`` or fewer ``--num-actors``). ``images`` counts every
+image scored, warm-up batches included.
 """
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +55,7 @@ class ModelEvaluation:
     class_names: tuple[str, ...]
     confusion: ConfusionMatrix
     images: int
-    model_seconds: float  # wall time of the model stage
+    images_per_second: float  # after warm-up (see the module docstring); NaN when too few batches
     parameters: int
     run_id: str | None = None
 
@@ -62,10 +69,6 @@ class ModelEvaluation:
     @property
     def mean_iu(self) -> float:
         return self.confusion.mean_iu
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.model_seconds if self.model_seconds > 0 else float("nan")
 
     @property
     def per_class_iu(self) -> dict[str, float | None]:
@@ -85,33 +88,81 @@ def count_parameters(checkpoint_path: str) -> int:
     return sum(parameter.numel() for parameter in load_checkpoint(checkpoint_path).model.parameters())
 
 
-def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
-                       plan: ResourcePlan) -> tuple[ConfusionMatrix, int, float]:
-    """Run the graph above: (summed confusion matrix, number of images, model-stage wall seconds)."""
-    num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
-    with open(checkpoint_path, "rb") as handle:
-        checkpoint_ref = ray.put(handle.read())
+def steady_images_per_second(actors: np.ndarray, images: np.ndarray, started: np.ndarray,
+                             finished: np.ndarray) -> float:
+    """Throughput of the model stage after warm-up, from one entry per batch in each array (N,).
+
+    ``actors`` says which actor ran each batch; the batch each actor started first is its warm-up
+    and is left out. Over the rest: their images / (latest ``finished`` - earliest ``started``).
+    NaN when no batch is left, or when the rest took no measurable time.
+    """
+    order = np.argsort(started, kind="stable")
+    _, first_of_actor = np.unique(np.asarray(actors)[order], return_index=True)
+    timed = np.ones(len(order), dtype=bool)
+    timed[order[first_of_actor]] = False
+    if not timed.any():
+        return math.nan
+    seconds = float(np.max(finished[timed]) - np.min(started[timed]))
+    return float(np.sum(images[timed])) / seconds if seconds > 0 else math.nan
+
+
+def evaluation_plan(config: EvaluationConfig) -> ResourcePlan:
+    """How the connected cluster runs ``config``'s evaluations (see `pipelines.resources`)."""
+    return plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                            gpus_per_actor=config.gpus_per_actor)
+
+
+def _decoded_pairs(config: EvaluationConfig, *, num_classes: int, plan: ResourcePlan,
+                   limit: int | None) -> ray.data.Dataset:
+    """The CPU stages of the graph above (read_labelled, decode_pairs) over the first ``limit`` pairs (None: all)."""
     # A block per batch: even a small set spreads over every actor of the pool.
     pairs = read_labelled(LabelledSource(config.data, layout=config.layout, split=config.split),
                           rows_per_block=config.batch_size)
     # A bad pair raises LabelError in a task; unwrapped, it reaches the job's runner as itself (one clear
     # line) instead of a UserCodeException that has lost it. Later stages inherit the setting.
     pairs.context.raise_original_map_exception = True
+    if limit is not None:
+        pairs = pairs.limit(limit)
+    return pairs.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes, "max_pixels": config.max_pixels},
+                             batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
+
+
+def warm_up_input_stages(config: EvaluationConfig, *, num_classes: int) -> None:
+    """Read and decode the set's first pairs once, untimed, before a job evaluates its first model.
+
+    In a new Ray job every fetch and decode task first waits for a worker process to start and
+    import its modules. On a small node those starts take the CPUs from the model for as long as a
+    small evaluation lasts, so the first model of a job measured a fraction of the images/s of the
+    same architecture evaluated next (issue #12). One batch per cluster CPU makes the input stages
+    start as many workers as they can run at once; later tasks of the job reuse them.
+    """
+    plan = evaluation_plan(config)
+    limit = config.batch_size * max(1, int(ray.cluster_resources().get("CPU", 1)))
     if config.limit is not None:
-        pairs = pairs.limit(config.limit)
-    decoded = pairs.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes, "max_pixels": config.max_pixels},
-                                batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
+        limit = min(limit, config.limit)
+    _decoded_pairs(config, num_classes=num_classes, plan=plan, limit=limit).count()
+
+
+def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
+                       plan: ResourcePlan) -> tuple[ConfusionMatrix, int, float]:
+    """Run the graph above: (summed confusion matrix, number of images, images per second after warm-up)."""
+    num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
+    with open(checkpoint_path, "rb") as handle:
+        checkpoint_ref = ray.put(handle.read())
+    decoded = _decoded_pairs(config, num_classes=num_classes, plan=plan, limit=config.limit)
     scored = decoded.map_batches(
         CountConfusion,
         fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
         **plan.model_actor_options())
     confusion = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
-    images, started, finished = 0, float("inf"), float("-inf")
+    timing: dict[str, list[np.ndarray]] = {"actor": [], "images": [], "started": [], "finished": []}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         confusion.merge(ConfusionMatrix.from_matrix(batch["confusion"].sum(axis=0), ignore_index=IGNORE_INDEX))
-        images += int(batch["images"].sum())
-        started, finished = min(started, float(batch["started"].min())), max(finished, float(batch["finished"].max()))
-    return confusion, images, max(finished - started, 0.0)
+        for column, values in timing.items():
+            values.append(batch[column])
+    rows = {column: np.concatenate(values) if values else np.empty(0) for column, values in timing.items()}
+    images_per_second = steady_images_per_second(rows["actor"], rows["images"], rows["started"], rows["finished"])
+    return confusion, int(rows["images"].sum()), images_per_second
 
 
 def evaluation_files(evaluation: ModelEvaluation) -> dict[str, bytes]:
@@ -135,20 +186,21 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     """
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
     class_names = tuple(read_checkpoint_metadata(model.checkpoint_path).class_names)
-    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
-                            gpus_per_actor=config.gpus_per_actor)
+    plan = evaluation_plan(config)
     params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
               "model_run_id": model.run_id, **config.to_dict(), "actors": plan.num_actors,
               "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}
     with tracking.start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
-        confusion, images, seconds = score_labelled_set(model.checkpoint_path, config, plan)
+        confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, config, plan)
         evaluation = ModelEvaluation(model=model, class_names=class_names, confusion=confusion, images=images,
-                                     model_seconds=seconds, parameters=count_parameters(model.checkpoint_path),
-                                     run_id=run.run_id)
+                                     images_per_second=images_per_second,
+                                     parameters=count_parameters(model.checkpoint_path), run_id=run.run_id)
         run.log_metrics(evaluation.metrics())
         publish_files(evaluation_files(evaluation), run, output)
+    speed = (f"{evaluation.images_per_second:.1f} images/s" if math.isfinite(evaluation.images_per_second)
+             else "images/s not measured (no batch after the actors' first)")
     log(f"{evaluation.label}: mean IU {evaluation.mean_iu:.4f} on {images} images of {config.data} "
-        f"({config.split}), {evaluation.images_per_second:.1f} images/s")
+        f"({config.split}), {speed}")
     return evaluation
 
 
@@ -156,10 +208,12 @@ def evaluate_reference(reference: str, config: EvaluationConfig, *,
                        log: Callable[[str], None] = print) -> ModelEvaluation:
     """`evaluate_model` for a ``--model`` reference, its files also written to ``config.output``.
 
-    The tracking server is checked first, so a server that is down costs seconds, not a download.
+    The tracking server is checked first, so a server that is down costs seconds, not a download;
+    the input stages are warmed up (`warm_up_input_stages`) before the model is timed.
     """
     if config.tracking:
         tracking.check_tracking_server(tracking.resolve_tracking_uri())
     with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:
         model = resolve_model_reference(reference, download_dir=downloads)
+        warm_up_input_stages(config, num_classes=read_checkpoint_metadata(model.checkpoint_path).spec.num_classes)
         return evaluate_model(model, config, output=config.output, log=log)

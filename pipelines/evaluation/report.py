@@ -2,7 +2,9 @@
 
 The Markdown holds two tables, one row per model for the four metrics, throughput and size, then
 one row per class for per-class IU (a class per column would not fit a terminal for VOC's 21). The
-CSV is one wide row per model with every number, for spreadsheets and scripts.
+CSV is one wide row per model with every number, for spreadsheets and scripts. A throughput that
+could not be measured (NaN, see `pipelines.evaluation.evaluate`) is "—" in the table, an empty
+CSV cell, and no point in the speed plot, whose legend says so.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ PER_CLASS_IU_PLOT = "per_class_iu.png"
 SPEED_PLOT = "mean_iu_vs_images_per_second.png"
 METRIC_COLUMNS = (("pixel_accuracy", "pixel acc."), ("mean_accuracy", "mean acc."), ("mean_iu", "mean IU"),
                   ("frequency_weighted_iu", "f.w. IU"))
+NOT_MEASURED = "—"  # a throughput with no batch left to time; "n/a" stays for an undefined IU
 
 
 def comparison_rows(evaluations: Sequence[ModelEvaluation]) -> list[dict[str, object]]:
@@ -33,7 +36,8 @@ def comparison_rows(evaluations: Sequence[ModelEvaluation]) -> list[dict[str, ob
                                   "version": evaluation.model.version, "run_id": evaluation.run_id,
                                   "images": evaluation.images}
         row.update({key: metrics[key] for key, _ in METRIC_COLUMNS})
-        row.update(images_per_second=evaluation.images_per_second, parameters=evaluation.parameters)
+        speed = evaluation.images_per_second
+        row.update(images_per_second=None if math.isnan(speed) else speed, parameters=evaluation.parameters)
         row.update({f"iu_{name}": iu for name, iu in evaluation.per_class_iu.items()})
         rows.append(row)
     return rows
@@ -48,8 +52,8 @@ def comparison_csv(evaluations: Sequence[ModelEvaluation]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+def _number(value: float | None, digits: int = 4, missing: str = "n/a") -> str:
+    return missing if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _cell(text: str) -> str:
@@ -67,7 +71,7 @@ def comparison_markdown(evaluations: Sequence[ModelEvaluation]) -> str:
     summary = _table(
         ["model", *(title for _, title in METRIC_COLUMNS), "images/s", "parameters"],
         [[_cell(e.label), *(_number(e.metrics()[key]) for key, _ in METRIC_COLUMNS),
-          _number(e.images_per_second, 1), f"{e.parameters:,}"] for e in evaluations])
+          _number(e.images_per_second, 1, missing=NOT_MEASURED), f"{e.parameters:,}"] for e in evaluations])
     per_class = _table(
         ["class", *(_cell(e.label) for e in evaluations)],
         [[_cell(name), *(_number(e.per_class_iu[name]) for e in evaluations)] for name in first.class_names])
@@ -82,6 +86,8 @@ def comparison_files(evaluations: Sequence[ModelEvaluation]) -> dict[str, bytes]
         COMPARISON_MARKDOWN: comparison_markdown(evaluations).encode(),
         COMPARISON_CSV: comparison_csv(evaluations),
         PER_CLASS_IU_PLOT: per_class_iu_png(labels, list(evaluations[0].class_names), iu),
-        SPEED_PLOT: mean_iu_vs_speed_png(labels, [e.mean_iu for e in evaluations],
-                                         [e.images_per_second for e in evaluations]),
+        SPEED_PLOT: mean_iu_vs_speed_png(
+            [label if math.isfinite(e.images_per_second) else f"{label} (images/s {NOT_MEASURED})"
+             for label, e in zip(labels, evaluations)],
+            [e.mean_iu for e in evaluations], [e.images_per_second for e in evaluations]),
     }

@@ -7,6 +7,7 @@ so nothing image-sized ever travels back to it.
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -41,10 +42,10 @@ def decode_pairs(batch: dict[str, np.ndarray], *, num_classes: int, max_pixels: 
 class CountConfusion:
     """Actor-pool stage: holds one model, turns a batch of pairs into one confusion matrix.
 
-    Output row per batch: ``confusion`` int64 (C, C), ``images``, and ``started``/``finished``
-    (``time.time()`` around the batch, after the counts are back on the host, so GPU work is done).
-    The driver takes the model stage's wall time as the last ``finished`` minus the first
-    ``started`` over all actors: model loading is excluded, waiting for decoded input is not.
+    Output row per batch: ``confusion`` int64 (C, C), ``images``, ``actor`` (an id drawn once per
+    actor) and ``started``/``finished`` (``time.time()`` around the batch, after the counts are back
+    on the host, so GPU work is done). The actor id lets the driver drop each actor's first batch
+    as warm-up (see `pipelines.evaluation.evaluate.steady_images_per_second`).
     """
 
     def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int):
@@ -52,6 +53,7 @@ class CountConfusion:
 
         data = ray.get(checkpoint[0]) if isinstance(checkpoint[0], ray.ObjectRef) else checkpoint[0]
         self.model = DeviceModel(data, use_gpu=use_gpu, threads=threads)
+        self.actor = uuid.uuid4().hex  # unique across nodes, unlike a process id
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.time()
@@ -63,4 +65,5 @@ class CountConfusion:
             confusion.update(predictions, targets)
         counts = confusion.to_numpy()  # (C, C), on the host: waits for the device
         return {"confusion": counts[np.newaxis], "images": np.asarray([len(images)], dtype=np.int64),
-                "started": np.asarray([started]), "finished": np.asarray([time.time()])}
+                "actor": np.asarray([self.actor]), "started": np.asarray([started]),
+                "finished": np.asarray([time.time()])}

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipelines import storage
 from pipelines.errors import UserError
-from pipelines.segmentation.keys import mask_key_for
+from pipelines.segmentation.keys import export_name_for
 from pipelines.segmentation.stats import OK, STATS_DIR, read_stats
 
 LABELMAP_NAME = "labelmap.txt"
@@ -29,7 +29,7 @@ def export_voc_segmentation(output_uri: str, destination_uri: str, *, partition:
         raise UserError(f"no statistics under {stats_uri}: run segment_bucket.py into {output_uri} first")
     rows = table.filter(pc.equal(table["status"], OK)).select(["image_key", "mask_uri"]).to_pylist()
     labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
-    names = sorted({mask_key_for(row["image_key"])[: -len(".png")]: row["mask_uri"] for row in rows}.items())
+    names = sorted({export_name_for(row["image_key"]): row["mask_uri"] for row in rows}.items())
     with tempfile.NamedTemporaryFile(suffix=".zip") as handle:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr(LABELMAP_NAME, labelmap)

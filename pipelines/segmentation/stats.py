@@ -118,6 +118,20 @@ def write_stats_part(stats_uri: str, table: pa.Table) -> str:
     return uri
 
 
+def _arrow_owned(data: bytes) -> pa.BufferReader:
+    """``data`` copied into memory that Arrow owns, to read Parquet from.
+
+    ``pq.read_table`` may drop its last reference to its input on an Arrow thread after it has
+    returned. Input that wraps a Python object (``io.BytesIO``, ``bytes``) then needs the GIL on
+    that thread; if the interpreter is exiting by then, Python ends the thread inside a C++
+    destructor and the process aborts ("terminate called without an active exception", exit 134,
+    after the job's work is done; apache/arrow#34314). Part files are small, so the copy costs nothing.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return pa.BufferReader(sink.getvalue())
+
+
 def read_stats(stats_uri: str, columns: list[str] | None = None) -> pa.Table | None:
     """Every committed row under ``stats_uri`` (all partitions), or None when there is none yet.
 
@@ -134,7 +148,7 @@ def read_stats(stats_uri: str, columns: list[str] | None = None) -> pa.Table | N
         # Whole-object reads: part files are small, and ranged reads are where S3-compatible stores differ.
         data = storage.read_bytes(fs.unstrip_protocol(path))
         try:
-            tables.append(pq.read_table(io.BytesIO(data), columns=columns))
+            tables.append(pq.read_table(_arrow_owned(data), columns=columns))
         except Exception as error:  # noqa: BLE001 - any unreadable file is skipped, loudly
             print(f"warning: skipping unreadable statistics file {path}: {error}", file=sys.stderr)
     if not tables:

@@ -142,4 +142,8 @@ def test_local_checkpoints_compare_without_tracking(ray_local, synthetic_corpus,
     assert f"| {trained} |" in out and "MLflow" not in out
     rows = list(csv.DictReader(io.StringIO((output / "comparison.csv").read_text())))
     assert [row["model"] for row in rows] == [tiny_checkpoint, trained] and {row["images"] for row in rows} == {"2"}
+    # Two images make one batch, its actor's warm-up: no throughput, shown as such rather than a number.
+    assert {row["images_per_second"] for row in rows} == {""}
+    assert [line.split(" | ")[0] for line in out.splitlines() if " | — | " in line] == [
+        f"| {tiny_checkpoint}", f"| {trained}"]
     assert {path.name for path in output.iterdir()} == COMPARISON_FILES | {"evaluations"}

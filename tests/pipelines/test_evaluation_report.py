@@ -18,11 +18,11 @@ CLASSES = ("background", "disc", "pot|plant")
 
 
 def _evaluation(reference: str, matrix, *, version: str | None = None, images: int = 4,
-                seconds: float = 2.0) -> ModelEvaluation:
+                speed: float = 2.0) -> ModelEvaluation:
     model = ResolvedModel(checkpoint_path="/unused.pt", reference=reference,
                           name="fcn" if version else None, version=version, run_id=None)
     return ModelEvaluation(model=model, class_names=CLASSES, confusion=ConfusionMatrix.from_matrix(np.array(matrix)),
-                           images=images, model_seconds=seconds, parameters=1234567)
+                           images=images, images_per_second=speed, parameters=1234567)
 
 
 PERFECT = [[50, 0, 0], [0, 30, 0], [0, 0, 20]]
@@ -45,7 +45,7 @@ def test_markdown_has_a_row_per_model_and_a_row_per_class():
 
 
 def test_csv_is_one_wide_row_per_model_with_every_number():
-    evaluations = [_evaluation("models:/fcn/1", PERFECT, version="1"), _evaluation("run.pt", HALF, seconds=0.5)]
+    evaluations = [_evaluation("models:/fcn/1", PERFECT, version="1"), _evaluation("run.pt", HALF, speed=8.0)]
     rows = list(csv.DictReader(io.StringIO(comparison_csv(evaluations).decode())))
     assert [row["model"] for row in rows] == ["models:/fcn/1", "run.pt"]
     assert float(rows[1]["images_per_second"]) == 8.0 and rows[1]["parameters"] == "1234567"
@@ -55,7 +55,7 @@ def test_csv_is_one_wide_row_per_model_with_every_number():
 
 
 def test_comparison_and_evaluation_files_are_real_pngs_and_tables():
-    evaluations = [_evaluation("a.pt", PERFECT), _evaluation("b.pt", HALF), _evaluation("c.pt", HALF, seconds=0.0)]
+    evaluations = [_evaluation("a.pt", PERFECT), _evaluation("b.pt", HALF), _evaluation("c.pt", HALF, speed=math.nan)]
     files = comparison_files(evaluations)
     assert set(files) == {"comparison.md", "comparison.csv", "per_class_iu.png", "mean_iu_vs_images_per_second.png"}
     for name in ("per_class_iu.png", "mean_iu_vs_images_per_second.png"):
@@ -66,6 +66,16 @@ def test_comparison_and_evaluation_files_are_real_pngs_and_tables():
     assert json.loads(single["per_class_iu.json"]) == {"background": 40 / 60, "disc": 20 / 40, "pot|plant": None}
     counts = json.loads(single["confusion_matrix.json"])
     assert counts["matrix"] == HALF and counts["class_names"] == list(CLASSES)
+
+
+def test_unmeasured_throughput_is_a_dash_not_a_number():
+    """NaN images/s (no batch left after each actor's warm-up) must not read as a measured speed."""
+    evaluations = [_evaluation("a.pt", PERFECT, speed=12.5), _evaluation("b.pt", HALF, speed=math.nan)]
+    lines = comparison_markdown(evaluations).splitlines()
+    assert "| a.pt | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 12.5 | 1,234,567 |" in lines
+    assert any(line.startswith("| b.pt |") and line.endswith("| — | 1,234,567 |") for line in lines)
+    rows = list(csv.DictReader(io.StringIO(comparison_csv(evaluations).decode())))
+    assert [row["images_per_second"] for row in rows] == ["12.5", ""]
 
 
 def test_metrics_use_identifier_safe_class_names():

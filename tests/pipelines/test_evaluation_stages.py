@@ -74,6 +74,10 @@ def test_count_confusion_equals_one_image_at_a_time(synthetic_corpus, tiny_check
     assert out["confusion"].sum() == sum(int((mask != 255).sum()) for mask in masks)
     assert out["images"].tolist() == [4]
     assert out["started"][0] <= out["finished"][0]
+    # One id per actor, for telling its first (warm-up) batch apart from the pool's others.
+    assert stage({"image": object_array(images[:1]), "mask": object_array(masks[:1])})["actor"] == out["actor"]
+    other = CountConfusion([Path(tiny_checkpoint).read_bytes()], use_gpu=False, threads=1)
+    assert other({"image": object_array(images[:1]), "mask": object_array(masks[:1])})["actor"] != out["actor"]
 
 
 @pytest.mark.gpu

@@ -1,0 +1,89 @@
+"""jobs/export_labels.py as a user runs it, many times: every run must exit 0, not only most of them.
+
+One run in 22 once aborted after writing a correct zip (``terminate called without an active
+exception``, exit 134). The cause was in reading the statistics: ``pq.read_table`` can release its
+input on an Arrow thread after it has returned, and input wrapping a Python object needs the GIL
+for that; when the interpreter is already exiting, the thread is killed inside a C++ destructor and
+the process aborts (issue #12). So the job is run as a script, in fresh processes, two at a time
+(contention widens the race), and so is the smallest program that reads statistics and exits.
+"""
+import os
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcn_core.masks import labelmap_text
+from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
+from pipelines.segmentation.export import LABELMAP_NAME
+from pipelines.segmentation.keys import mask_key_for
+from pipelines.segmentation.stats import STATS_DIR, Provenance, build_stats_table, write_stats_part
+
+pytestmark = pytest.mark.slow
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+DATE = "2026-11-21"
+
+
+@pytest.fixture
+def segmented_output(synthetic_corpus, tmp_path) -> Path:
+    """An output folder as segment_bucket.py leaves it (labelmap, masks, one night's statistics), built directly."""
+    output = tmp_path / "labels"
+    ids = synthetic_corpus.train_ids[:6]
+    mask_uris = []
+    for image_id in ids:
+        mask = output / "masks" / mask_key_for(f"{image_id}.jpg")
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        mask.write_bytes((synthetic_corpus.root / "SegmentationClass" / f"{image_id}.png").read_bytes())
+        mask_uris.append(str(mask))
+    count, classes = len(ids), len(SYNTHETIC_CLASS_NAMES)
+    batch = {"uri": [f"/bucket/{i}.jpg" for i in ids], "key": [f"{i}.jpg" for i in ids], "etag": ["e"] * count,
+             "size": [1] * count, "height": [64] * count, "width": [64] * count, "error": [None] * count,
+             "pixels": np.ones((count, classes)), "confidence_sum": np.ones((count, classes))}
+    table = build_stats_table(batch, mask_uris, list(SYNTHETIC_CLASS_NAMES), Provenance("tiny.pt", None, None),
+                              datetime(2026, 11, 21, tzinfo=timezone.utc))
+    write_stats_part(str(output / STATS_DIR / f"date={DATE}"), table)
+    (output / LABELMAP_NAME).write_text(labelmap_text(SYNTHETIC_CLASS_NAMES))
+    return output
+
+
+def _run_in_fresh_processes(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Each command as its own Python process of this checkout, two at a time."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+
+    def run(command: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *command], cwd=REPOSITORY, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(run, commands))
+
+
+def _failures(results: list[subprocess.CompletedProcess]) -> list[str]:
+    return [f"run {index}: exit {result.returncode}: {result.stderr.strip()[-300:]}"
+            for index, result in enumerate(results) if result.returncode != 0]
+
+
+def test_export_exits_cleanly_twenty_times_in_a_row(segmented_output, tmp_path):
+    archives = [tmp_path / f"voc-{run}.zip" for run in range(20)]
+    results = _run_in_fresh_processes([
+        ["jobs/export_labels.py", "--output", str(segmented_output), "--date", DATE, "--to", str(archive)]
+        for archive in archives])
+    assert not _failures(results)
+    assert all("exported 6 masks" in result.stdout for result in results)
+    for archive in archives:
+        with zipfile.ZipFile(archive) as exported:
+            assert exported.testzip() is None and len(exported.namelist()) == 2 + 6
+
+
+def test_reading_statistics_then_exiting_never_aborts(segmented_output):
+    """The race alone, without the zip work after it that narrows it: aborted 29 of 600 runs before the fix."""
+    program = ("import sys; from pipelines.segmentation.stats import read_stats; "
+               "read_stats(sys.argv[1], columns=['image_key', 'mask_uri', 'status'])")
+    results = _run_in_fresh_processes([["-c", program, str(segmented_output / STATS_DIR)]] * 60)
+    assert not _failures(results)
