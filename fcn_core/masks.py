@@ -5,8 +5,14 @@ borders, unlabelled regions) that training and evaluation ignore. On disk it is 
 PNG: the pixel values are the class indices themselves and the palette only decides how a viewer
 shows them, so a mask written here opens in any image viewer with VOC's familiar colours and still
 reads back as class indices, not colours.
+
+Masks are deflated with zlib's run-length strategy (``Z_RLE``): a mask is long runs of one value,
+which RLE encodes smaller than the default search and in half its time. Measured on a 12-megapixel
+mask of 21 classes: 26 CPU-ms and 75 kB, against 70 ms and 109 kB with Pillow's default (level 6),
+27 ms and 174 kB at level 1 and 190 ms and 63 kB at level 9 (the level does not change RLE's output).
 """
 import io
+import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,11 +45,10 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     """Encode a class-index mask uint8 (H, W) as a palette PNG with the VOC colour map."""
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"a mask must be uint8 (H, W), got {mask.dtype} {mask.shape}")
-    height, width = mask.shape
-    image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
-    image.putpalette(_PALETTE)
+    image = Image.fromarray(np.ascontiguousarray(mask))  # "L", sharing the array's memory (frombytes copies twice)
+    image.putpalette(_PALETTE)  # makes it "P"
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 

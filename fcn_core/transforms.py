@@ -11,6 +11,7 @@ from PIL import Image
 from fcn_core.masks import IGNORE_INDEX
 
 Size = tuple[int, int]  # (height, width)
+IMAGE_RESAMPLING = Image.Resampling.BILINEAR  # the one filter images are resized with, here and by decoders
 
 
 def _resample(array: np.ndarray, size: Size, resample: Image.Resampling) -> np.ndarray:
@@ -22,7 +23,7 @@ def _resample(array: np.ndarray, size: Size, resample: Image.Resampling) -> np.n
 
 def resize_image_to(image: np.ndarray, size: Size) -> np.ndarray:
     """Bilinear resize of an image uint8 (H, W, 3) to `size` (height, width)."""
-    return _resample(image, size, Image.Resampling.BILINEAR)
+    return _resample(image, size, IMAGE_RESAMPLING)
 
 
 def resize_mask_nearest(mask: np.ndarray, size: Size) -> np.ndarray:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fcn_core.transforms import resize_image
 from pipelines.batches import is_error, object_array
-from pipelines.decode import try_decode_image
+from pipelines.decode import try_decode_for_inference
 
 _PLACEHOLDER_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
 
 
 def prepare_images(batch: dict[str, np.ndarray], *, max_side: int | None, max_pixels: int) -> dict[str, np.ndarray]:
-    """Decode each image's bytes and shrink it to ``max_side`` for inference.
+    """Decode each image's bytes shrunk to ``max_side`` for inference (`decode_for_inference`).
 
     Keeps the original height and width (the mask is produced at that size). Bytes that fail to
     fetch or decode become rows with an ``error`` reason and a 1x1 placeholder image.
@@ -25,17 +24,12 @@ def prepare_images(batch: dict[str, np.ndarray], *, max_side: int | None, max_pi
     images, heights, widths, errors = [], [], [], []
     fetch_errors = batch.get("error", [None] * len(batch["uri"]))
     for data, fetch_error in zip(batch["bytes"], fetch_errors):
-        image, error = (None, fetch_error) if is_error(fetch_error) else try_decode_image(data, max_pixels=max_pixels)
-        if image is None:
-            images.append(_PLACEHOLDER_IMAGE)
-            heights.append(0)
-            widths.append(0)
-            errors.append(error)
-            continue
-        heights.append(image.shape[0])
-        widths.append(image.shape[1])
-        images.append(resize_image(image, max_side) if max_side else image)
-        errors.append(None)
+        decoded, error = (None, fetch_error) if is_error(fetch_error) else \
+            try_decode_for_inference(data, max_side=max_side, max_pixels=max_pixels)
+        images.append(_PLACEHOLDER_IMAGE if decoded is None else decoded.pixels)
+        heights.append(0 if decoded is None else decoded.height)
+        widths.append(0 if decoded is None else decoded.width)
+        errors.append(error)
     return {
         "uri": batch["uri"],
         "key": batch["key"],

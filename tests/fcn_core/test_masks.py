@@ -45,6 +45,15 @@ def test_encoded_mask_is_a_palette_png_whose_pixels_are_class_indices():
     assert image.convert("RGB").getpixel((0, 1)) == (192, 128, 128)
 
 
+def test_a_photo_sized_mask_round_trips_and_stays_small():
+    """Masks are long runs: a 12-megapixel one of a few regions deflates (run-length) to a few kB."""
+    rows, cols = np.mgrid[0:3024, 0:4032]
+    mask = ((rows // 700 + cols // 900) % 21).astype(np.uint8)
+    data = encode_mask_png(mask)
+    assert len(data) < 100_000
+    np.testing.assert_array_equal(decode_mask_png(data), mask)
+
+
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
 def test_round_trip_keeps_every_value(mask):

@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines.decode import ImageDecodeError, decode_image, try_decode_image
+from fcn_core.transforms import fit_within, resize_image
+from pipelines.decode import (
+    ImageDecodeError,
+    decode_for_inference,
+    decode_image,
+    try_decode_for_inference,
+    try_decode_image,
+)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -163,3 +170,99 @@ def test_damaged_real_images_decode_or_raise_image_decode_error(fmt, cut, flips)
     assert (image is None) != (error is None)
     if image is not None:
         assert image.dtype == np.uint8 and image.shape[2] == 3
+
+
+# Decoding for inference: straight to the model's size, the full size recorded for the mask.
+
+def jpeg_scales(monkeypatch) -> list[int]:
+    """The DCT scale of every JPEG decoded from now on (1 = full size), as Pillow's draft chose it."""
+    from PIL import JpegImagePlugin
+
+    scales, draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(image, mode, size):
+        width = image.size[0]
+        result = draft(image, mode, size)
+        scales.append(round(width / result[1][2]) if result else 1)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    return scales
+
+
+@pytest.mark.parametrize("max_side", [None, 100, 15, 7, 1])
+def test_decode_for_inference_is_full_decode_then_resize(max_side):
+    """For formats without reduced-scale decoding, exactly what the job did before: decode, then shrink."""
+    data = encode(Image.fromarray(gradient(24, 40)), "PNG")
+    decoded = decode_for_inference(data, max_side=max_side)
+    expected = resize_image(decode_image(data), max_side) if max_side else decode_image(data)
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert (decoded.height, decoded.width) == (24, 40)
+
+
+def test_large_jpegs_decode_at_a_reduced_scale(monkeypatch):
+    scales = jpeg_scales(monkeypatch)
+    pixels = gradient(480, 640)
+    data = encode(Image.fromarray(pixels), "JPEG", quality=95)
+    decoded = decode_for_inference(data, max_side=160)
+    assert scales == [4] and decoded.pixels.shape == (120, 160, 3) and (decoded.height, decoded.width) == (480, 640)
+    full = resize_image(decode_image(data), 160)
+    assert np.abs(decoded.pixels.astype(int) - full).mean() < 2
+
+
+def test_a_jpeg_just_short_of_a_dct_scale_is_decoded_at_it_and_enlarged(monkeypatch):
+    """A 12 MP phone photo is 3.94x the default --max-side: 1/4 scale, then enlarged by 1.6 %."""
+    scales = jpeg_scales(monkeypatch)
+    data = encode(Image.fromarray(gradient(474, 632)), "JPEG", quality=95)  # 3.95x of 160
+    decoded = decode_for_inference(data, max_side=160)
+    assert scales == [4] and decoded.pixels.shape == (120, 160, 3)
+    assert np.abs(decoded.pixels.astype(int) - resize_image(decode_image(data), 160)).mean() < 2
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_rotated_jpegs_decoded_at_a_reduced_scale(orientation, monkeypatch):
+    """Every EXIF orientation, draft-decoded: the image a viewer shows, shrunk; the full size it shows."""
+    stored = gradient(96, 160)
+    stored[:24, :40] = (255, 255, 255)  # a white stored top-left corner, to tell rotations from flips
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
+    scales = jpeg_scales(monkeypatch)
+    decoded = decode_for_inference(data, max_side=40)
+    upright = decode_image(data)  # full decode, turned upright as before this change
+    assert scales[0] == 4 and (decoded.height, decoded.width) == upright.shape[:2]
+    expected = resize_image(upright, 40)
+    assert decoded.pixels.shape == expected.shape == fit_within(upright.shape[:2], 40) + (3,)
+    assert np.abs(decoded.pixels.astype(int) - expected).mean() < 3
+
+
+def test_decode_for_inference_reports_the_same_reasons():
+    assert try_decode_for_inference(None, max_side=8) == (None, "no bytes")
+    decoded, error = try_decode_for_inference(png_header_only(60_000, 60_000), max_side=8)
+    assert decoded is None and error.startswith("too many pixels")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(sorted(_SEEDS)), cut=st.integers(0, 4096),
+       flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 255)), max_size=8))
+def test_damaged_images_decoded_shrunk_decode_or_raise_image_decode_error(fmt, cut, flips):
+    """The damaged-file property again, through reduced-scale decoding (JPEG seeds are 2x max_side)."""
+    data = bytearray(_SEEDS[fmt][:cut] if cut < len(_SEEDS[fmt]) else _SEEDS[fmt])
+    for position, mask in flips:
+        if data:
+            data[position % len(data)] ^= mask
+    decoded, error = try_decode_for_inference(bytes(data), max_side=8)
+    assert (decoded is None) != (error is None)
+    if decoded is not None:
+        assert decoded.pixels.dtype == np.uint8
+        assert decoded.pixels.shape == fit_within((decoded.height, decoded.width), 8) + (3,)
+
+
+@pytest.mark.parametrize("mode, options", [("L", {}), ("CMYK", {}), ("RGB", {"progressive": True}),
+                                           ("RGB", {"subsampling": 0})])
+def test_every_kind_of_jpeg_decodes_at_a_reduced_scale(mode, options, monkeypatch):
+    scales = jpeg_scales(monkeypatch)
+    data = encode(Image.fromarray(gradient(240, 320)).convert(mode), "JPEG", quality=95, **options)
+    decoded = decode_for_inference(data, max_side=80)
+    assert scales == [4] and decoded.pixels.shape == (60, 80, 3)
+    assert np.abs(decoded.pixels.astype(int) - resize_image(decode_image(data), 80)).mean() < 3
