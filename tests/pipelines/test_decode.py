@@ -157,16 +157,21 @@ def test_arbitrary_bytes_decode_or_raise_image_decode_error(data):
 _SEEDS = {fmt: encode(Image.fromarray(gradient(16, 16)), fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")}
 
 
+def _damaged(fmt: str, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    """The seed file of ``fmt`` cut after ``cut`` bytes, with ``flips`` (position, xor mask) applied."""
+    data = bytearray(_SEEDS[fmt][:cut] if cut < len(_SEEDS[fmt]) else _SEEDS[fmt])
+    for position, mask in flips:
+        if data:
+            data[position % len(data)] ^= mask
+    return bytes(data)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fmt=st.sampled_from(sorted(_SEEDS)), cut=st.integers(0, 4096),
        flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 255)), max_size=8))
 def test_damaged_real_images_decode_or_raise_image_decode_error(fmt, cut, flips):
     """Real files with bytes flipped and tails cut off: the shapes decoders actually meet."""
-    data = bytearray(_SEEDS[fmt][:cut] if cut < len(_SEEDS[fmt]) else _SEEDS[fmt])
-    for position, mask in flips:
-        if data:
-            data[position % len(data)] ^= mask
-    image, error = try_decode_image(bytes(data))
+    image, error = try_decode_image(_damaged(fmt, cut, flips))
     assert (image is None) != (error is None)
     if image is not None:
         assert image.dtype == np.uint8 and image.shape[2] == 3
@@ -247,11 +252,7 @@ def test_decode_for_inference_reports_the_same_reasons():
        flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 255)), max_size=8))
 def test_damaged_images_decoded_shrunk_decode_or_raise_image_decode_error(fmt, cut, flips):
     """The damaged-file property again, through reduced-scale decoding (JPEG seeds are 2x max_side)."""
-    data = bytearray(_SEEDS[fmt][:cut] if cut < len(_SEEDS[fmt]) else _SEEDS[fmt])
-    for position, mask in flips:
-        if data:
-            data[position % len(data)] ^= mask
-    decoded, error = try_decode_for_inference(bytes(data), max_side=8)
+    decoded, error = try_decode_for_inference(_damaged(fmt, cut, flips), max_side=8)
     assert (decoded is None) != (error is None)
     if decoded is not None:
         assert decoded.pixels.dtype == np.uint8
