@@ -32,7 +32,7 @@ from pipelines.corpus import (
     plan_listing,
 )
 from pipelines.errors import UserError
-from pipelines.listing import CorpusFilter, ObjectInfo
+from pipelines.listing import CorpusFilter
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
 from pipelines.progress import Progress, ProgressCounter
@@ -124,15 +124,18 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
     )
 
 
-def _small_listing(config: SegmentConfig, done: np.ndarray) -> list[ObjectInfo] | None:
-    """On a rerun, the whole input as listed on the driver when it fits in a few pages; else None.
+def _whole_listing(config: SegmentConfig, checked: ListingPlan, done: np.ndarray) -> ListingPlan:
+    """The input's plan, holding the whole listing when the driver can have it in a few pages.
 
-    Lets an unchanged nightly rerun stop at its listing (no pipeline, no actors), and a rerun with
-    new images hand the same listing to the pipeline instead of listing again.
+    The check before Ray already holds it when the input fit in its first page. On a rerun, a few
+    more pages are listed here: an unchanged nightly rerun then stops at its listing (no pipeline,
+    no actors), and a rerun with new images hands that listing to the pipeline instead of listing
+    again. A first run has nothing to compare a listing with and leaves the rest to the pipeline.
     """
-    if len(done) == 0:  # a first run: nothing to compare a listing with
-        return None
-    return list_on_driver(config.input, _corpus_filter(config))
+    if not checked.producers or len(done) == 0:
+        return checked
+    listing = list_on_driver(config.input, _corpus_filter(config))
+    return checked if listing is None else plan_from_listing(config.input, _corpus_filter(config), listing)
 
 
 def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
@@ -184,8 +187,7 @@ def _expected_images(listing: ListingPlan, done: np.ndarray, policy: SkipPolicy,
         return None
     listed = {"uri": np.array([info.uri for info in listing.head], dtype=object),
               "etag": np.array([info.etag for info in listing.head], dtype=object)}
-    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"]) if len(done) \
-        else len(listing.head)
+    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"])
 
 
 def _done_criteria(policy: SkipPolicy) -> str:
@@ -267,9 +269,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             log(f"{len(done)} images recorded in {config.output}; segmenting those not yet done"
                 f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
                 f"{plan.gpus_per_actor:g} GPU")
-            listing = _small_listing(config, done)
-            listing_plan = checked.plan if listing is None else plan_from_listing(
-                config.input, _corpus_filter(config), listing)
+            listing_plan = _whole_listing(config, checked.plan, done)
             expected = _expected_images(listing_plan, done, policy, model_version)
             if expected == 0:
                 log("every image is done already: nothing to segment")
