@@ -25,11 +25,10 @@ class SegmentImages:
     images shared its batch; a corpus of same-sized images runs in full batches).
     """
 
-    def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int, stripe_rows: int = 256, progress=None):
+    def __init__(self, checkpoint: list, *, use_gpu: bool, threads: int, progress=None):
         import ray  # the checkpoint travels as an object reference: fetched once per actor
 
         self.model = DeviceModel(ray.get(checkpoint[0]), use_gpu=use_gpu, threads=threads)
-        self.stripe_rows = stripe_rows
         self.progress = progress  # a `ProgressCounter` actor handle, told about every finished batch
 
     @torch.inference_mode()
@@ -43,7 +42,7 @@ class SegmentImages:
             indices = [good[position] for position in group]
             for index, logits in zip(indices, self.model.logits([batch["image"][i] for i in indices])):
                 size = (int(batch["height"][index]), int(batch["width"][index]))
-                prediction = predict_mask(logits, size, stripe_rows=self.stripe_rows)
+                prediction = predict_mask(logits, size)
                 masks[index] = prediction.mask
                 pixels[index] = prediction.pixels
                 confidence_sum[index] = prediction.confidence_sum
