@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-error-fraction", type=float, default=0.1,
                         help="exit non-zero (and write no summary.json) if more images than this fail")
     parser.add_argument("--stats-partition", default=None, metavar="NAME=VALUE",
-                        help="write this run's statistics under stats/NAME=VALUE/ (e.g. date=2026-11-21)")
+                        help="record this run's statistics in partition NAME=VALUE of the table (e.g. "
+                             "date=2026-11-21); an output keeps the partitioning of its first run")
+    parser.add_argument("--commit-rows", type=int, default=SegmentConfig.commit_rows,
+                        help="commit statistics every this many images (what a crash can cost at most)")
+    parser.add_argument("--commit-seconds", type=float, default=SegmentConfig.commit_seconds,
+                        help="and at least this often while images finish")
     parser.add_argument("--experiment", default="segment_bucket", help="MLflow experiment name")
     parser.add_argument("--no-tracking", action="store_true",
                         help="do not log to MLflow (otherwise an unreachable MLflow server stops the job "
@@ -76,7 +81,8 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
         max_side=args.max_side or None, max_pixels=args.max_pixels, limit=args.limit, include=args.include,
         exclude=args.exclude, overwrite=args.overwrite, incremental=args.incremental,
         reprocess_on_model_change=args.reprocess_on_model_change, max_error_fraction=args.max_error_fraction,
-        stats_partition=args.stats_partition, experiment=args.experiment, tracking=not args.no_tracking,
+        stats_partition=args.stats_partition, commit_rows=args.commit_rows, commit_seconds=args.commit_seconds,
+        experiment=args.experiment, tracking=not args.no_tracking,
     )
 
 
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segmented {summary['processed_this_run']} images this run "
               f"({summary['ok']} ok, {summary['error']} errors in the output)")
         print(f"masks:      {config.output.rstrip('/')}/masks/")
-        print(f"statistics: {config.output.rstrip('/')}/stats/")
+        print(f"statistics: {config.output.rstrip('/')}/stats/ (a Delta table)")
         print(f"summary:    {result.summary_uri}")
         if result.run_id:
             print(f"MLflow run: {result.run_id}")

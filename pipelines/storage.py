@@ -62,6 +62,11 @@ def resolve(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return store_for(uri).resolve(uri)
 
 
+def table_location(uri: str) -> tuple[str, dict[str, str]]:
+    """Where delta-rs finds a table at ``uri``: its URI and ``storage_options`` (the store's credentials)."""
+    return store_for(uri).table_location(uri)
+
+
 def is_local(filesystem: fsspec.AbstractFileSystem) -> bool:
     return isinstance(filesystem, LocalFileSystem)
 

@@ -28,7 +28,8 @@ class SegmentConfig:
     incremental: bool = False  # skip by (uri, etag) instead of uri: changed objects are redone
     reprocess_on_model_change: bool = False
     max_error_fraction: float = 0.1
-    rows_per_stats_file: int = 256
+    commit_rows: int = 4096  # statistics rows per commit (also at most what a crash costs)
+    commit_seconds: float = 60.0  # and a commit at least this often while rows arrive
     stats_partition: str | None = None  # e.g. "date=2026-11-21" for nightly runs
     experiment: str = "segment_bucket"
     tracking: bool = True
@@ -44,7 +45,7 @@ class SegmentConfig:
                 raise ConfigError(f"{flag} must not be empty")
         for flag, value in (("--batch-size", self.batch_size), ("--max-pixels", self.max_pixels),
                             ("--limit", self.limit), ("--max-side", self.max_side),
-                            ("--num-actors", self.num_actors), ("rows_per_stats_file", self.rows_per_stats_file)):
+                            ("--num-actors", self.num_actors), ("--commit-rows", self.commit_rows)):
             if value is not None and (int(value) != value or value < 1):
                 raise ConfigError(f"{flag} must be a whole number of at least 1, got {value}")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
@@ -56,6 +57,8 @@ class SegmentConfig:
         if self.stats_partition is not None and not _PARTITION.fullmatch(self.stats_partition):
             raise ConfigError(f"--stats-partition must look like NAME=VALUE (e.g. date=2026-11-21), "
                               f"got {self.stats_partition!r}")
+        if not self.commit_seconds > 0:
+            raise ConfigError(f"--commit-seconds must be positive, got {self.commit_seconds}")
         if self.previews < 0:
             raise ConfigError(f"previews must be 0 or more, got {self.previews}")
 

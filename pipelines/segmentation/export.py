@@ -11,23 +11,23 @@ from __future__ import annotations
 import tempfile
 import zipfile
 
-import pyarrow.compute as pc
-
 from pipelines import storage
 from pipelines.errors import UserError
 from pipelines.segmentation.keys import export_name_for
-from pipelines.segmentation.stats import OK, STATS_DIR, read_stats
+from pipelines.segmentation.stats import OK
+from pipelines.segmentation.table import StatsTable
 
 LABELMAP_NAME = "labelmap.txt"
 
 
 def export_voc_segmentation(output_uri: str, destination_uri: str, *, partition: str | None = None) -> int:
     """Write the masks of ``output_uri`` (optionally one stats partition) as a VOC zip; returns the count."""
-    stats_uri = storage.join(output_uri, STATS_DIR, partition) if partition else storage.join(output_uri, STATS_DIR)
-    table = read_stats(stats_uri, columns=["image_key", "mask_uri", "status"])
-    if table is None:
-        raise UserError(f"no statistics under {stats_uri}: run segment_bucket.py into {output_uri} first")
-    rows = table.filter(pc.equal(table["status"], OK)).select(["image_key", "mask_uri"]).to_pylist()
+    table = StatsTable.of(output_uri)
+    rows = table.rows(["image_key", "mask_uri"], where=f"status = '{OK}'", partition=partition)
+    if rows is None:
+        where = f"{table.uri} (partition {partition})" if partition else table.uri
+        raise UserError(f"no statistics in {where}: run segment_bucket.py into {output_uri} first")
+    rows = rows.to_pylist()
     labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
     names = sorted({export_name_for(row["image_key"]): row["mask_uri"] for row in rows}.items())
     with tempfile.NamedTemporaryFile(suffix=".zip") as handle:

@@ -3,33 +3,39 @@ from __future__ import annotations
 
 import posixpath
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from fcn_core.masks import decode_mask_png, overlay
 from pipelines import storage
 from pipelines.decode import ImageDecodeError, decode_image
 from pipelines.segmentation.stats import OK
+from pipelines.segmentation.table import StatsTable
 
 # Rows tried per preview wanted: inputs are deleted from live buckets, so a few may be gone.
 ATTEMPTS_PER_PREVIEW = 4
 
 
-def log_previews(run, table: pa.Table | None, count: int) -> int:
-    """Log overlays of up to ``count`` good rows of ``table`` as ``previews/*.png``; returns how many.
+def sample_good_rows(table: StatsTable, count: int) -> list[dict]:
+    """Up to ``count * ATTEMPTS_PER_PREVIEW`` good rows (image_uri, mask_uri) from the table's first files.
 
-    Rows of this run come first (the ``run_id`` column), then older ones. Previews are a courtesy:
-    a row whose image or mask can no longer be read (deleted from the bucket since, say) is skipped,
-    never a reason for the run to fail.
+    Reads only as many files as it takes to find them, whatever the size of the history.
     """
-    if table is None or count <= 0 or not run.enabled:
+    rows = table.rows(["image_uri", "mask_uri"], where=f"status = '{OK}'", limit=count * ATTEMPTS_PER_PREVIEW)
+    return [] if rows is None else rows.to_pylist()
+
+
+def log_previews(run, rows: list[dict], count: int) -> int:
+    """Log overlays of up to ``count`` of ``rows`` (image_uri, mask_uri) as ``previews/*.png``; returns how many.
+
+    Callers put this run's rows first. Previews are a courtesy: a row whose image or mask can no
+    longer be read (deleted from the bucket since, say) is skipped, never a reason for the run to fail.
+    """
+    if count <= 0 or not run.enabled:
         return 0
-    good = table.filter(pc.equal(table["status"], OK))
-    if "run_id" in good.column_names:
-        this_run = pc.fill_null(pc.equal(good["run_id"], run.run_id), False)
-        good = pa.concat_tables([good.filter(this_run), good.filter(pc.invert(this_run))])
     logged = 0
-    for row in good.slice(0, count * ATTEMPTS_PER_PREVIEW).to_pylist():
+    tried: set[str] = set()
+    for row in rows:
+        if row["image_uri"] in tried or len(tried) >= count * ATTEMPTS_PER_PREVIEW:
+            continue
+        tried.add(row["image_uri"])
         try:
             image = decode_image(storage.read_bytes(row["image_uri"]))
             mask = decode_mask_png(storage.read_bytes(row["mask_uri"]))

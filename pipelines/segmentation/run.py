@@ -13,10 +13,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
@@ -32,20 +32,22 @@ from pipelines.corpus import (
     plan_listing,
 )
 from pipelines.errors import UserError
-from pipelines.listing import CorpusFilter
+from pipelines.listing import CorpusFilter, ObjectInfo
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
 from pipelines.progress import Progress, ProgressCounter
 from pipelines.resources import ResourcePlan, plan_for_cluster
+from pipelines.segmentation.committer import StatsCommitter
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.export import LABELMAP_NAME
 from pipelines.segmentation.keys import MASKS_DIR, column_suffixes
-from pipelines.segmentation.ledger import SkipPolicy, drop_done, load_done
+from pipelines.segmentation.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.segmentation.prepare import prepare_images
-from pipelines.segmentation.previews import log_previews
+from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
 from pipelines.segmentation.stages import SegmentImages
-from pipelines.segmentation.stats import ERROR, OK, STATS_DIR, Provenance, latest_rows, read_stats
-from pipelines.segmentation.write import WriteOutputs
+from pipelines.segmentation.stats import Provenance
+from pipelines.segmentation.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
+from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
 
 SUMMARY_NAME = "summary.json"
 PROGRESS_POLL_S = 1.0
@@ -90,6 +92,7 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
         checkpoint = handle.read()
     plan = plan_listing(config.input, _corpus_filter(config))
     storage.check_writable(config.output)
+    StatsTable.of(config.output).check_partitioning(None if config.overwrite else config.stats_partition)
     # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
     model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
     return CheckedInputs(settings=settings, checkpoint=checkpoint, class_names=class_names,
@@ -97,14 +100,8 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
 
 
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
-                   provenance: Provenance, stats_uri: str, done: np.ndarray, policy: SkipPolicy,
-                   listing: ListingPlan, counter):
-    """The streaming graph: list (what ``listing`` has not) -> skip done -> fetch -> decode -> segment -> write."""
-    listed = list_corpus(config.input, _corpus_filter(config), plan=listing)
-    if len(done):
-        listed = listed.map_batches(drop_done, fn_kwargs={"done": done, "policy": policy,
-                                                         "model_version": provenance.model_version},
-                                    batch_format="numpy", num_cpus=plan.cpus_per_task)
+                   provenance: Provenance, listed, counter, committer):
+    """The streaming graph over ``listed`` (uri, key, size, etag): fetch -> decode -> segment -> write."""
     fetched = attach_bytes(listed)
     prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
                                                               "max_pixels": config.max_pixels},
@@ -117,25 +114,58 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
     )
     return segmented.map_batches(
         WriteOutputs,
-        fn_constructor_args=(config.output, class_names, provenance),
-        fn_constructor_kwargs={"stats_uri": stats_uri},
+        fn_constructor_args=(config.output, class_names, provenance, committer),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, plan.num_actors)),
-        batch_size=config.rows_per_stats_file, batch_format="numpy", num_cpus=plan.cpus_per_task,
+        batch_size=WRITE_BATCH_ROWS, batch_format="numpy", num_cpus=plan.cpus_per_task,
     )
 
 
-def _whole_listing(config: SegmentConfig, checked: ListingPlan, done: np.ndarray) -> ListingPlan:
-    """The input's plan, holding the whole listing when the driver can have it in a few pages.
+@dataclass(frozen=True)
+class NewImages:
+    """What a run has to segment: a listing to stream, how many images (when known) and how many it relabels."""
 
-    The check before Ray already holds it when the input fit in its first page. On a rerun, a few
-    more pages are listed here: an unchanged nightly rerun then stops at its listing (no pipeline,
-    no actors), and a rerun with new images hands that listing to the pipeline instead of listing
-    again. A first run has nothing to compare a listing with and leaves the rest to the pipeline.
+    listed: object  # a Ray dataset of (uri, key, size, etag)
+    count: int | None
+    relabelled: int  # images already in the table that this run segments again (changed, or a new model)
+
+
+def _keep_new_on_driver(listing: Sequence[ObjectInfo], skip: SkipSet, policy: SkipPolicy,
+                        model_version: str) -> tuple[list[ObjectInfo], int]:
+    """The objects of a listing the driver holds that are not done, and how many of them have rows already."""
+    batch = {"uri": np.array([info.uri for info in listing], dtype=object),
+             "etag": np.array([info.etag for info in listing], dtype=object),
+             "index": np.arange(len(listing))}
+    keep = drop_done if skip.rows <= DRIVER_LEDGER_ROWS else \
+        lambda *args, **kwargs: ray.get(ray.remote(num_cpus=1)(drop_done).remote(*args, **kwargs))
+    kept = keep(batch, skip=skip, policy=policy, model_version=model_version)
+    return [listing[index] for index in kept["index"]], int(kept["seen"].sum())
+
+
+def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, policy: SkipPolicy,
+                model_version: str) -> NewImages:
+    """The images this run segments, found before any actor starts.
+
+    A first run streams its listing straight into the pipeline. A rerun compares the listing with
+    the ledger first: on the driver when the driver can list the input in a few pages, else in
+    Ray tasks whose result (the new objects only) stays in Ray's object store. Either way an
+    unchanged rerun ends there, without starting a model, and a rerun with new images knows how
+    many there are.
     """
-    if not checked.producers or len(done) == 0:
-        return checked
-    listing = list_on_driver(config.input, _corpus_filter(config))
-    return checked if listing is None else plan_from_listing(config.input, _corpus_filter(config), listing)
+    flt = _corpus_filter(config)
+    if skip.rows == 0:
+        return NewImages(list_corpus(config.input, flt, plan=checked), None if checked.producers else
+                         len(checked.head), 0)
+    listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
+    if listing is not None:
+        kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
+        listed = list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)) if kept else None
+        return NewImages(listed, len(kept), relabelled)
+    listed = list_corpus(config.input, flt, plan=checked).map_batches(
+        drop_done, fn_kwargs={"skip": skip, "policy": policy, "model_version": model_version},
+        batch_format="numpy", num_cpus=FETCH_TASK_CPUS).materialize()
+    count = listed.count()
+    relabelled = int(listed.sum("seen") or 0) if count and not policy.uri_only else 0
+    return NewImages(listed if count else None, count, relabelled)
 
 
 def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
@@ -153,12 +183,12 @@ def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
 
 
 def _stream(dataset, progress: Progress, counter) -> dict:
-    """Drive the pipeline, showing progress; returns this run's committed ok/error counts and duration.
+    """Drive the pipeline, showing progress; returns how long it ran.
 
-    Rows reach the driver a part file (hundreds of images) at a time; between them a thread shows
-    what the model stage has finished, as told to ``counter`` (a `ProgressCounter` actor).
+    Statuses reach the driver a write batch at a time; between them a thread shows what the model
+    stage has finished, as told to ``counter`` (a `ProgressCounter` actor).
     """
-    counts = {OK: 0, ERROR: 0}
+    counts = {"ok": 0, "error": 0}
     started = time.monotonic()
     finished = threading.Event()
 
@@ -175,19 +205,9 @@ def _stream(dataset, progress: Progress, counter) -> dict:
     finally:
         finished.set()
         watcher.join()
-    progress.report(counts[OK] + counts[ERROR], counts[ERROR])
+    progress.report(counts["ok"] + counts["error"], counts["error"])
     progress.close()
-    return {"ok": counts[OK], "error": counts[ERROR], "seconds": time.monotonic() - started}
-
-
-def _expected_images(listing: ListingPlan, done: np.ndarray, policy: SkipPolicy,
-                     model_version: str | None) -> int | None:
-    """How many images this run will segment, when the driver holds the whole listing; else None."""
-    if listing.producers:
-        return None
-    listed = {"uri": np.array([info.uri for info in listing.head], dtype=object),
-              "etag": np.array([info.etag for info in listing.head], dtype=object)}
-    return len(drop_done(listed, done=done, policy=policy, model_version=model_version)["uri"])
+    return time.monotonic() - started
 
 
 def _done_criteria(policy: SkipPolicy) -> str:
@@ -197,30 +217,22 @@ def _done_criteria(policy: SkipPolicy) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _summarise(stats_uri: str, class_names: list[str], this_run: dict, config: SegmentConfig,
-               provenance: Provenance) -> dict:
+def _summary(totals: Totals, this_run: dict, seconds: float, config: SegmentConfig, provenance: Provenance,
+             class_names: list[str]) -> dict:
     """Totals over the output's images (each as its latest row), plus what this run did."""
-    table = read_stats(stats_uri)
-    table = None if table is None else latest_rows(table)
-    suffixes = column_suffixes(class_names)
-    ok = error = 0
-    pixel_totals = {name: 0 for name in class_names}
-    if table is not None:
-        ok = int(pc.sum(pc.equal(table["status"], OK)).as_py() or 0)
-        error = int(pc.sum(pc.equal(table["status"], ERROR)).as_py() or 0)
-        for name, suffix in zip(class_names, suffixes):
-            pixel_totals[name] = int(pc.sum(table[f"pixels_{suffix}"]).as_py() or 0)
+    pixel_totals = {name: totals.class_pixels.get(name, 0) for name in class_names}
     all_pixels = max(sum(pixel_totals.values()), 1)
+    images = totals.ok + totals.error
     processed = this_run["ok"] + this_run["error"]
     return {
-        "images": ok + error,
-        "ok": ok,
-        "error": error,
-        "error_fraction": error / max(ok + error, 1),
+        "images": images,
+        "ok": totals.ok,
+        "error": totals.error,
+        "error_fraction": totals.error / max(images, 1),
         "processed_this_run": processed,
         "errors_this_run": this_run["error"],
-        "seconds": round(this_run["seconds"], 3),
-        "images_per_second": round(processed / this_run["seconds"], 3) if this_run["seconds"] > 0 else 0.0,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(processed / seconds, 3) if seconds > 0 else 0.0,
         "class_pixels": pixel_totals,
         "class_pixel_share": {name: total / all_pixels for name, total in pixel_totals.items()},
         "model": provenance.model,
@@ -232,8 +244,29 @@ def _summarise(stats_uri: str, class_names: list[str], this_run: dict, config: S
     }
 
 
+def _current_totals(table: StatsTable, base: Totals | None, this_run: dict, relabelled: int,
+                    class_names: list[str]) -> Totals:
+    """The output's totals after this run: the recorded ones plus this run's rows, or one pass over the table.
+
+    The pass (a Ray task, over the table's files) is needed only when the recorded totals do not
+    describe the table this run started from (a crashed run, a conversion) or when this run
+    relabelled images whose earlier rows the sums would otherwise count twice.
+    """
+    if base is not None and relabelled == 0:
+        return base.plus(this_run["totals"])
+    return ray.get(ray.remote(num_cpus=1)(StatsTable.scan_totals).remote(table, class_names))
+
+
+def _adopt_part_files(table: StatsTable, log) -> None:
+    """Outputs written before the table (``stats/part-*.parquet``) become the table, once, in place."""
+    if table.holds_legacy_parts():
+        log(f"converting the statistics part files in {table.uri} into a Delta table (once; they are kept)")
+        table.convert_legacy_parts()
+        table.compact()
+
+
 def _clear_outputs(output_uri: str) -> None:
-    for name in (SUMMARY_NAME, STATS_DIR, MASKS_DIR):
+    for name in (SUMMARY_NAME, TOTALS_NAME, STATS_DIR, MASKS_DIR):
         storage.remove(storage.join(output_uri, name), recursive=True)
 
 
@@ -249,8 +282,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
     plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
                             gpus_per_actor=config.gpus_per_actor)
     resources = ray.cluster_resources()
-    stats_root = storage.join(config.output, STATS_DIR)
-    stats_uri = storage.join(stats_root, config.stats_partition) if config.stats_partition else stats_root
+    table = StatsTable.of(config.output)
     summary_uri = storage.join(config.output, SUMMARY_NAME)
     policy = SkipPolicy(match_etag=config.incremental, match_model_version=config.reprocess_on_model_change)
     owner = f"segment_bucket pid {os.getpid()} on {socket.gethostname()}"
@@ -265,21 +297,30 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                   "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
         with tracking.start_run(settings, run_name="segment_bucket", params=params) as run:
             provenance = Provenance(model=config.model, model_version=model_version, run_id=run.run_id)
-            done = load_done(stats_root, policy)
-            log(f"{len(done)} images recorded in {config.output}; segmenting those not yet done"
+            _adopt_part_files(table, log)
+            base = table.read_totals()
+            skip = load_skip_set(table, policy)
+            log(f"{skip.rows} rows recorded in {table.uri}; segmenting the images not yet done"
                 f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
                 f"{plan.gpus_per_actor:g} GPU")
-            listing_plan = _whole_listing(config, checked.plan, done)
-            expected = _expected_images(listing_plan, done, policy, model_version)
-            if expected == 0:
+            new = _new_images(config, checked.plan, skip, policy, model_version)
+            committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
+                config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
+                commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
+                sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
+            seconds = 0.0
+            if new.count == 0:
                 log("every image is done already: nothing to segment")
-                this_run = {OK: 0, ERROR: 0, "seconds": 0.0}
             else:
                 counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
-                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, stats_uri, done,
-                                         policy, listing_plan, counter)
-                this_run = _stream(dataset, Progress("segmented", total=expected, log=log), counter)
-            summary = _summarise(stats_root, class_names, this_run, config, provenance)
+                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed,
+                                         counter, committer)
+                seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), counter)
+            this_run = ray.get(committer.finish.remote())
+            totals = _current_totals(table, base, this_run, new.relabelled, class_names)
+            if this_run["version"] is not None or base is None:
+                table.write_totals(totals, table.open().version())
+            summary = _summary(totals, this_run, seconds, config, provenance, class_names)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],
                              "images_per_second": summary["images_per_second"],
@@ -287,12 +328,12 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                                 zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
             run.log_dict(summary, "summary.json")
             run.log_dict(config.to_dict(), "config.json")
-            log_previews(run, read_stats(stats_root, columns=["image_uri", "mask_uri", "status", "run_id"]),
-                         config.previews)
+            if run.enabled and config.previews:
+                log_previews(run, [*this_run["sample"], *sample_good_rows(table, config.previews)], config.previews)
             if summary["error_fraction"] > config.max_error_fraction:
                 raise ErrorFractionExceeded(
                     f"{summary['error']} of {summary['images']} images failed "
                     f"({summary['error_fraction']:.1%} > --max-error-fraction {config.max_error_fraction:.1%}); "
-                    f"see the 'error' column in {stats_root}")
+                    f"see the 'error' column in {table.uri}")
             storage.write_bytes_atomic(summary_uri, json.dumps(summary, indent=2).encode())
     return SegmentResult(summary=summary, summary_uri=summary_uri, run_id=provenance.run_id)

@@ -1,4 +1,4 @@
-"""The last stage of batch segmentation: commit each batch's masks, then its statistics.
+"""The last stage of batch segmentation: write each batch's masks, then hand its rows to the committer.
 
 Free of torch, like ``pipelines.segmentation.prepare``: its actors start while the model actor is
 still loading, and a torch import would take CPU from exactly that.
@@ -14,20 +14,24 @@ from fcn_core.masks import encode_mask_png
 from pipelines import storage
 from pipelines.batches import is_error
 from pipelines.segmentation.keys import MASKS_DIR, mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table, write_stats_part
+from pipelines.segmentation.stats import Provenance, build_stats_table
+
+# Images per write batch: masks are written this many at a time, and the committer gets their rows together.
+WRITE_BATCH_ROWS = 64
 
 
 class WriteOutputs:
-    """Writes each image's mask PNG, then the batch's statistics as one Parquet part file.
+    """Writes each image's mask PNG, then hands the batch's statistics rows to the run's `StatsCommitter`.
 
-    Masks go first: a part file is the commit record of its images, so a crash between the two
-    leaves masks that the next run simply rewrites, never rows without masks.
+    Masks go first: a committed row is the record that its image is done, so a crash between the
+    two leaves masks that the next run simply rewrites, never rows without masks. The hand-over
+    waits for the committer's answer, so a committer that cannot commit stops the pipeline.
     """
 
-    def __init__(self, output_uri: str, class_names: list[str], provenance: Provenance, *, stats_uri: str,
+    def __init__(self, output_uri: str, class_names: list[str], provenance: Provenance, committer, *,
                  write_concurrency: int = 16):
         self.masks_uri = storage.join(output_uri, MASKS_DIR)
-        self.stats_uri = stats_uri
+        self.committer = committer
         self.class_names = class_names
         self.provenance = provenance
         self.pool = ThreadPoolExecutor(max_workers=write_concurrency)
@@ -41,5 +45,7 @@ class WriteOutputs:
         list(self.pool.map(lambda job: storage.write_bytes_atomic(job[0], encode_mask_png(job[1])), jobs))
         table = build_stats_table(batch, mask_uris, self.class_names, self.provenance,
                                   datetime.datetime.now(datetime.timezone.utc))
-        write_stats_part(self.stats_uri, table)
+        import ray
+
+        ray.get(self.committer.add.remote(table))
         return {"status": np.asarray(table.column("status").to_pylist(), dtype=object)}

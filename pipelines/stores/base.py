@@ -110,6 +110,15 @@ class Store:
         """The URI that objects under ``uri`` (resolved to ``path``) are named by in listings."""
         return uri.rstrip("/")
 
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        """Where delta-rs (which talks to stores itself, not through fsspec) finds a table at ``uri``.
+
+        Returns the table URI and its ``storage_options``, the store's credentials and endpoint
+        read the way `resolve` reads them. Here: no table support for this scheme.
+        """
+        raise StorageError(f"statistics tables are not supported on {scheme_of(uri)}:// "
+                           f"(supported: local folders, s3://, gs://)")
+
     # --- failures --------------------------------------------------------------------------------
 
     def no_answer_errors(self) -> tuple[type[BaseException], ...]:

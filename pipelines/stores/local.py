@@ -41,6 +41,9 @@ class LocalStore(Store):
     def endpoint(self, uri: str) -> str:
         return "the local filesystem"
 
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        return self.resolve(uri)[1], {}
+
     def bucket(self, uri: str) -> None:
         return None
 

@@ -89,6 +89,24 @@ class S3Store(ObjectStore):
         filesystem.retries = 1
         return filesystem
 
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        """The same credentials and endpoint for delta-rs; its log commits use conditional PUTs.
+
+        ``conditional_put=etag`` makes a commit a create-if-absent of the next log entry, which
+        AWS S3 and S3-compatible servers with ``If-None-Match`` (SeaweedFS, MinIO) honour, so two
+        writers can never both take one table version.
+        """
+        settings = self.settings()
+        options = {"conditional_put": "etag"}
+        for name, option in (("endpoint", "AWS_ENDPOINT_URL"), ("region", "AWS_REGION"), ("profile", "AWS_PROFILE"),
+                             ("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+                             ("session_token", "AWS_SESSION_TOKEN")):
+            if settings[name]:
+                options[option] = settings[name]
+        if (settings["endpoint"] or "").startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+        return "s3://" + uri.split("://", 1)[1], options
+
     def no_answer_errors(self) -> tuple[type[BaseException], ...]:
         import aiohttp
         import botocore.exceptions

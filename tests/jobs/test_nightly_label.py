@@ -5,17 +5,17 @@ import json
 import shutil
 import zipfile
 
-import pyarrow.dataset as pads
 import pytest
 
 from jobs import export_labels, nightly_label
 from pipelines.output_lock import OutputLock
+from tests.fixtures.stats_table import table_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _rows(output, date):
-    return pads.dataset(str(output / "stats" / f"date={date}"), format="parquet").to_table().to_pylist()
+    return table_rows(str(output), where=f"date = '{date}'")
 
 
 def test_nightly_runs_label_only_new_or_changed_images(ray_local, synthetic_corpus, tiny_checkpoint, tmp_path, capsys):

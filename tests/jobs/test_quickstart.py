@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+
+from tests.fixtures.stats_table import table_rows
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_quickstart_runs_everything_locally_and_reruns_with_a_new_model_version(
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads((segmented / "summary.json").read_text())
     assert summary["model_version"] == "2" and summary["images"] == summary["ok"] == 12
-    rows = pq.read_table(segmented / "stats").to_pylist()
+    rows = table_rows(str(segmented))
     assert len(rows) == 12 and {row["model_version"] for row in rows} == {"2"}
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
@@ -16,6 +15,7 @@ from PIL import Image
 from fcn_core.masks import decode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from jobs import segment_bucket
+from tests.fixtures.stats_table import s3_table_options, table_rows
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +55,8 @@ def input_prefix(s3_server, s3fs_client, synthetic_corpus):
     return f"s3://{bucket}", len(ids), len(BAD_FILES)
 
 
-def _read_stats(s3fs_client, output_uri):
-    path = output_uri.removeprefix("s3://") + "/stats"
-    files = [p for p in s3fs_client.find(path) if p.endswith(".parquet")]
-    return [row for f in files for row in pq.read_table(io.BytesIO(s3fs_client.cat(f))).to_pylist()]
+def _read_stats(s3_server, output_uri):
+    return table_rows(output_uri, s3_table_options(s3_server))
 
 
 def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_server, s3fs_client, input_prefix,
@@ -70,7 +68,7 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
             "--max-error-fraction", "0.5", "--experiment", "segment-test"]
 
     assert segment_bucket.main(argv) == 0
-    rows = _read_stats(s3fs_client, output_uri)
+    rows = _read_stats(s3_server, output_uri)
     assert len(rows) == good + bad
     assert len({row["image_uri"] for row in rows}) == good + bad
     by_status = {status: [r for r in rows if r["status"] == status] for status in ("ok", "error")}
@@ -97,13 +95,13 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
 
     # The same command again: nothing to do, nothing written twice, summary back in place.
     assert segment_bucket.main(argv) == 0
-    assert len(_read_stats(s3fs_client, output_uri)) == good + bad
+    assert len(_read_stats(s3_server, output_uri)) == good + bad
     summary = json.loads(s3fs_client.cat(output_uri.removeprefix("s3://") + "/summary.json"))
     assert summary["processed_this_run"] == 0 and summary["images"] == good + bad
 
     # --overwrite redoes everything, still one row per image.
     assert segment_bucket.main([*argv, "--overwrite"]) == 0
-    assert len(_read_stats(s3fs_client, output_uri)) == good + bad
+    assert len(_read_stats(s3_server, output_uri)) == good + bad
 
 
 def test_too_many_errors_exit_non_zero_without_summary(ray_local, s3_server, s3fs_client, input_prefix,
@@ -115,7 +113,7 @@ def test_too_many_errors_exit_non_zero_without_summary(ray_local, s3_server, s3f
     assert code == 2
     assert "--max-error-fraction" in capsys.readouterr().err
     assert not s3fs_client.exists(output_uri.removeprefix("s3://") + "/summary.json")
-    assert len(_read_stats(s3fs_client, output_uri)) == good + bad  # every row is still committed
+    assert len(_read_stats(s3_server, output_uri)) == good + bad  # every row is still committed
 
 
 @pytest.mark.parametrize("model", ["models:/does-not-exist@champion", "/nowhere/model.pt"])
@@ -130,6 +128,7 @@ def test_bad_model_reference_is_one_clear_line(ray_local, tmp_path, synthetic_co
 _JOB_THEN_REPORT_RAY = """
 import sys, ray
 from jobs import segment_bucket
+from tests.fixtures.stats_table import s3_table_options, table_rows
 code = segment_bucket.main(sys.argv[1:])
 print("ray started:", ray.is_initialized())
 sys.exit(code)

@@ -22,7 +22,7 @@ from jobs import segment_bucket
 from pipelines import storage
 from pipelines.inference import DeviceModel
 from pipelines.segmentation.prepare import prepare_images
-from pipelines.segmentation.stats import read_stats
+from tests.fixtures.stats_table import table_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,7 +85,7 @@ def test_mixed_photos_get_full_size_masks_that_match_the_exact_post_process(ray_
                                 "--no-tracking"])
     assert code == 0
 
-    rows = {Path(row["image_key"]).name: row for row in read_stats(str(output / "stats")).to_pylist()}
+    rows = {Path(row["image_key"]).name: row for row in table_rows(str(output))}
     assert set(rows) == set(PHOTOS)
     suffixes = [name.removeprefix("pixels_") for name in rows["small.png"] if name.startswith("pixels_")]
     for name, (data, shape) in PHOTOS.items():

@@ -1,6 +1,6 @@
 """What a batch-segmentation output really holds, read with the test's own clients.
 
-`audit_output` reads every statistics part file and every mask object under an output prefix and
+`audit_output` reads the statistics table (its current version) and every mask object under an output prefix and
 checks the job's promises against the list of inputs: one row per input (none lost, none
 duplicated), a readable mask of the row's size behind every ``ok`` row, no mask that no row
 claims, and nothing half-written that a reader could take for a result.
@@ -13,9 +13,10 @@ import posixpath
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from fcn_core.masks import decode_mask_png
+from tests.fixtures.stats_table import table_rows
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,18 @@ def _path(uri: str) -> str:
     return uri.split("://", 1)[1] if "://" in uri else uri
 
 
-def _read_rows(fs: fsspec.AbstractFileSystem, parts: list[str]) -> tuple[list[dict], list[str]]:
-    """Every row of the part files, and the part files that could not be read."""
-    rows, unreadable = [], []
-    for path in parts:
-        try:
-            with fs.open(path, "rb") as handle:
-                rows += pq.read_table(handle).to_pylist()
-        except Exception as error:  # noqa: BLE001 - any unreadable part is a finding
-            unreadable.append(f"{path}: {error}")
-    return rows, unreadable
+def _read_rows(fs: fsspec.AbstractFileSystem, output: str) -> tuple[list[dict], list[str]]:
+    """Every row of the table's current version, or the reason it cannot be read."""
+    if isinstance(fs, LocalFileSystem):
+        uri, options = output, None
+    else:
+        uri = f"s3://{output}"
+        options = {"AWS_ENDPOINT_URL": fs.client_kwargs["endpoint_url"], "AWS_ACCESS_KEY_ID": fs.key,
+                   "AWS_SECRET_ACCESS_KEY": fs.secret, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    try:
+        return table_rows(uri, options), []
+    except Exception as error:  # noqa: BLE001 - an unreadable table is a finding
+        return [], [f"{output}/stats: {error}"]
 
 
 def _bad_masks(fs: fsspec.AbstractFileSystem, rows: list[dict], masks: set[str]) -> list[str]:
@@ -92,8 +95,7 @@ def audit_output(fs: fsspec.AbstractFileSystem, output: str, inputs: list[str], 
     """
     output = output.rstrip("/")
     files = sorted(fs.find(output)) if fs.exists(output) else []
-    parts = [path for path in files if path.startswith(f"{output}/stats/") and path.endswith(".parquet")]
-    rows, unreadable = _read_rows(fs, parts)
+    rows, unreadable = _read_rows(fs, output)
     # What a killed local writer leaves behind (`storage.open_atomic`: ".tmp-RANDOM").
     unreadable += [path for path in files if posixpath.basename(path).startswith(".tmp-")]
     masks = {path for path in files if path.startswith(f"{output}/masks/")}

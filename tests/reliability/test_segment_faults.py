@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from infra.local.services import free_port
 from jobs import segment_bucket
+from tests.fixtures.stats_table import committed
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
@@ -27,7 +28,7 @@ from tests.reliability.running import ray_workers, start_segment_bucket, wait_fo
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-# Several statistics part files' worth (256 rows each), so the kill lands between commits even when the
+# Several commits' worth (256 rows each, `--commit-rows`), so the kill lands between commits even when the
 # pipeline is fast (at 400 the run had committed everything by the time the first commit was seen).
 DRIVER_KILL_IMAGES = 1500
 ACTOR_KILL_IMAGES = 240  # enough that the job is still running 2 s after its actor appears
@@ -53,7 +54,7 @@ def _signal_after_first_commit(command: list[str], env: dict[str, str], s3_files
     with open(log_path, "wb") as log:
         driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: s3_files.glob(f"{output}/stats/part-*.parquet"), what="a committed part file",
+            wait_for(lambda: committed(s3_files, output), what="a first commit",
                      running=lambda: driver.poll() is None)
         finally:
             driver.send_signal(signum)
@@ -94,7 +95,7 @@ def test_a_killed_driver_then_the_same_command_completes_exactly_once(
     output = f"{bucket}/out"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--max-error-fraction", "0",
-               "--experiment", "reliability"]
+               "--commit-rows", "256", "--experiment", "reliability"]
     env = _driver_env(mlflow_server)
     # Reaped: the lease's pid is gone, as after a real crash.
     driver = _signal_after_first_commit(command, env, s3_files, output, tmp_path / "killed.log", signal.SIGKILL)
@@ -151,7 +152,8 @@ def test_a_stopped_driver_closes_its_mlflow_run_and_releases_the_output(
     bucket, inputs = _corpus(s3_server, "driver-stop", DRIVER_KILL_IMAGES)
     output, experiment = f"{bucket}/out", f"stopped-{bucket}"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
-               f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--experiment", experiment]
+               f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--commit-rows", "256",
+               "--experiment", experiment]
     env = _driver_env(mlflow_server)
     driver = _signal_after_first_commit(command, env, s3_files, output, tmp_path / "stopped.log", signal.SIGTERM)
     assert driver.returncode == 143, (tmp_path / "stopped.log").read_text()[-3000:]

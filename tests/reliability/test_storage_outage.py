@@ -29,6 +29,7 @@ from infra.local.services import session_members
 from jobs import segment_bucket
 from tests.fixtures.ray_cluster import LOGICAL_CPUS
 from tests.fixtures.s3_server import SeaweedServer, restore_environ, start_seaweedfs
+from tests.fixtures.stats_table import committed
 from tests.reliability.audit import audit_output
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
@@ -101,7 +102,7 @@ def _corpus(stack: OutageStack, stem: str, model: str) -> tuple[str, list[str], 
     bucket = unique_bucket(stack.server, stem)
     inputs = put_objects(stack.server, bucket, {f"in/{index:04d}.jpg": tiny_jpeg(index) for index in range(IMAGES)})
     argv = ["--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--model", model, "--batch-size", "4",
-            "--max-error-fraction", "0", "--no-tracking"]
+            "--max-error-fraction", "0", "--commit-rows", "64", "--no-tracking"]
     return bucket, inputs, argv
 
 
@@ -110,7 +111,7 @@ def test_a_short_outage_is_ridden_out_by_retries(outage_stack, tiny_checkpoint, 
     files = outage_stack.files()
     runner, outcome = start_segment_bucket(argv)
     try:
-        wait_for(lambda: files.glob(f"{bucket}/out/stats/part-*.parquet"), what="the first commit",
+        wait_for(lambda: committed(files, f"{bucket}/out"), what="the first commit",
                  running=runner.is_alive)
         outage_stack.proxy.cut()
         time.sleep(SHORT_OUTAGE_S)
@@ -136,7 +137,7 @@ def test_a_server_that_stays_down_stops_the_job_clearly_and_a_rerun_completes(
         job = subprocess.Popen([sys.executable, "jobs/segment_bucket.py", *argv], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=stderr)
         try:
-            wait_for(lambda: files.glob(f"{bucket}/out/stats/part-*.parquet"), what="the first commit",
+            wait_for(lambda: committed(files, f"{bucket}/out"), what="the first commit",
                      running=lambda: job.poll() is None)
             outage_stack.kill_server()
             killed = time.monotonic()

@@ -1,0 +1,113 @@
+"""The one writer of a run's statistics: gathers the write stage's rows and commits them in batches.
+
+One committer per run (a zero-CPU Ray actor; runs are kept apart by the output lease) means
+commits never race and never retry against each other, and it sets the grain of commits apart
+from the grain of the pipeline: every ``commit_rows`` rows or ``commit_seconds``, whichever comes
+first. That grain is what a crash can cost (rows not yet committed are segmented again by the
+next run; their masks are already written and are simply rewritten), and it keeps a 10M-image
+table at a few thousand commits instead of one per batch.
+
+Exactly once: the write stage hands over a batch only after its masks are written, and a batch
+handed over twice (Ray retried a write task after it had reached the committer) is recognised by
+the digest of its image URIs and dropped. A commit whose answer was lost (a store outage) is
+recognised in the table's history by its run and sequence number before it is tried again.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.segmentation.keys import column_suffixes
+from pipelines.segmentation.stats import ERROR, OK
+from pipelines.segmentation.table import StatsTable, Totals
+
+DEFAULT_COMMIT_ROWS = 4096
+DEFAULT_COMMIT_SECONDS = 60.0
+_RUN_KEY, _WRITER_KEY, _SEQUENCE_KEY = "fcn_pipeline.run_id", "fcn_pipeline.writer", "fcn_pipeline.commit"
+
+
+def batch_digest(image_uris: list[str]) -> bytes:
+    """What identifies a batch of rows: its image URIs, whatever their order."""
+    return hashlib.sha256("\n".join(sorted(image_uris)).encode()).digest()[:16]
+
+
+def batch_totals(rows: pa.Table, class_names: list[str]) -> Totals:
+    """The ok/error counts and per-class pixel sums of ``rows`` (one run's new rows)."""
+    status = rows.column("status")
+    return Totals(ok=int(pc.sum(pc.equal(status, OK)).as_py() or 0),
+                  error=int(pc.sum(pc.equal(status, ERROR)).as_py() or 0),
+                  class_pixels={name: int(pc.sum(rows.column(f"pixels_{suffix}")).as_py() or 0)
+                                for name, suffix in zip(class_names, column_suffixes(class_names))})
+
+
+class StatsCommitter:
+    """Buffers statistics rows and commits them to the output's table; `finish` commits the rest and compacts."""
+
+    def __init__(self, output_uri: str, class_names: list[str], *, partition: str | None, run_id: str | None,
+                 commit_rows: int = DEFAULT_COMMIT_ROWS, commit_seconds: float = DEFAULT_COMMIT_SECONDS,
+                 sample_rows: int = 0):
+        self.table = StatsTable.of(output_uri)
+        self.class_names = class_names
+        self.partition = partition
+        self.run_id = run_id or ""
+        self.commit_rows = commit_rows
+        self.commit_seconds = commit_seconds
+        self.sample_rows = sample_rows
+        self.pending: list[pa.Table] = []
+        self.pending_since: float | None = None
+        self.received: set[bytes] = set()
+        self.totals = Totals(class_pixels=dict.fromkeys(class_names, 0))
+        self.sample: list[dict] = []  # the first good rows, for previews
+        self.writer = uuid.uuid4().hex  # tells this committer's commits from any other's
+        self.commits = 0
+        self.uncertain = False  # the last commit attempt failed: it may have landed all the same
+        self.version: int | None = None
+
+    def add(self, rows: pa.Table) -> bool:
+        """Take one batch's rows; False when the same batch was handed over before (and is dropped)."""
+        digest = batch_digest(rows.column("image_uri").to_pylist())
+        if digest in self.received:
+            return False
+        self.received.add(digest)
+        self.pending.append(rows)
+        self.pending_since = self.pending_since or time.monotonic()
+        self.totals = self.totals.plus(batch_totals(rows, self.class_names))
+        if len(self.sample) < self.sample_rows:
+            good = rows.filter(pc.equal(rows.column("status"), OK)).select(["image_uri", "mask_uri"])
+            self.sample += good.slice(0, self.sample_rows - len(self.sample)).to_pylist()
+        if (sum(table.num_rows for table in self.pending) >= self.commit_rows
+                or time.monotonic() - self.pending_since >= self.commit_seconds):
+            self._commit()
+        return True
+
+    def finish(self) -> dict:
+        """Commit what is pending and compact this run's files; what the run committed, for its summary."""
+        self._commit()
+        if self.commits:
+            self.version = self.table.compact(partition=self.partition)
+        return {"ok": self.totals.ok, "error": self.totals.error, "totals": self.totals, "version": self.version,
+                "commits": self.commits, "sample": self.sample}
+
+    def _commit(self) -> None:
+        if not self.pending:
+            return
+        sequence = str(self.commits + 1)
+        if not (self.uncertain and self._landed(sequence)):
+            self.uncertain = True
+            rows = pa.concat_tables(self.pending, promote_options="default").sort_by("image_uri")
+            self.table.append(rows, partition=self.partition,
+                              metadata={_RUN_KEY: self.run_id, _WRITER_KEY: self.writer, _SEQUENCE_KEY: sequence})
+        self.uncertain = False
+        self.commits += 1
+        self.pending, self.pending_since = [], None
+
+    def _landed(self, sequence: str) -> bool:
+        """Whether commit ``sequence`` is in the table already: an earlier try whose answer was lost."""
+        table = self.table.open()
+        return table is not None and any(
+            commit.get(_WRITER_KEY) == self.writer and commit.get(_SEQUENCE_KEY) == sequence
+            for commit in table.history(limit=3))

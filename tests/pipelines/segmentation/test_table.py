@@ -1,0 +1,148 @@
+"""The statistics table, its committer and the ledger read from it, on local folders (no Ray needed)."""
+from __future__ import annotations
+
+import datetime
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from pipelines.segmentation.committer import StatsCommitter
+from pipelines.segmentation.ledger import SkipPolicy, SkipSet, drop_done, hash_ledger
+from pipelines.segmentation.stats import Provenance, build_stats_table, stats_schema
+from pipelines.segmentation.table import StatsLayoutError, StatsTable, Totals
+from tests.fixtures.stats_table import table_rows
+
+CLASSES = ["background", "cat"]
+
+
+def _rows(uris: list[str], *, minute: int = 0, etag: str = "e1", version: str = "v1", failed: tuple[str, ...] = (),
+          cat_pixels: int = 3):
+    """Statistics rows for ``uris`` (4 pixels each, ``cat_pixels`` of them cat), written at ``minute``."""
+    count = len(uris)
+    pixels = np.array([[4 - cat_pixels, cat_pixels]] * count)
+    batch = {"uri": uris, "key": [uri.rsplit("/", 1)[-1] for uri in uris], "etag": [etag] * count,
+             "size": [10] * count, "height": [2] * count, "width": [2] * count,
+             "error": ["decode failed" if uri in failed else None for uri in uris],
+             "pixels": pixels, "confidence_sum": pixels * 0.9}
+    masks = [None if uri in failed else f"/out/masks/{uri.rsplit('/', 1)[-1]}.png" for uri in uris]
+    when = datetime.datetime(2026, 11, 30, 3, minute, tzinfo=datetime.timezone.utc)
+    return build_stats_table(batch, masks, CLASSES, Provenance("m.pt", version, "run"), when)
+
+
+def _uris(start: int, stop: int) -> list[str]:
+    return [f"s3://in/{index:03d}.jpg" for index in range(start, stop)]
+
+
+@pytest.fixture(scope="module")
+def ray_for_refs():
+    """Skip sets travel as object references: a tiny Ray runtime to hold them (no tasks run here)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_the_committer_commits_in_batches_drops_a_batch_handed_over_twice_and_compacts(tmp_path):
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1", commit_rows=10,
+                               sample_rows=3)
+    first = _rows(_uris(0, 6), failed=("s3://in/001.jpg",))
+    assert committer.add(first) is True
+    assert StatsTable.of(str(tmp_path)).open() is None  # 6 rows pending, below commit_rows
+    assert committer.add(_rows(_uris(6, 12))) is True  # 12 pending: committed
+    assert committer.add(first) is False  # a retried write task: dropped, not committed twice
+    assert committer.add(_rows(_uris(12, 15))) is True
+    result = committer.finish()
+
+    rows = table_rows(str(tmp_path))
+    assert sorted(row["image_uri"] for row in rows) == _uris(0, 15)
+    assert (result["ok"], result["error"], result["commits"]) == (14, 1, 2)
+    assert result["totals"].class_pixels == {"background": 14, "cat": 42}
+    assert [row["image_uri"] for row in result["sample"]] == ["s3://in/000.jpg", "s3://in/002.jpg",
+                                                              "s3://in/003.jpg"]
+    table = StatsTable.of(str(tmp_path)).open()
+    assert [commit["operation"] for commit in table.history()][:1] == ["OPTIMIZE"]
+    assert len(table.file_uris()) == 1  # two small commits became one file
+
+
+def test_totals_count_each_image_once_as_its_latest_row(tmp_path):
+    table = StatsTable.of(str(tmp_path))
+    table.append(_rows(_uris(0, 4), minute=1, failed=("s3://in/000.jpg",)), partition=None, metadata={})
+    table.append(_rows(_uris(0, 2), minute=5, etag="e2", cat_pixels=1), partition=None, metadata={})
+    totals = table.scan_totals(CLASSES)
+    # 000 failed, then succeeded with 1 cat pixel; 001 redone with 1; 002 and 003 as first written (3 each).
+    assert (totals.ok, totals.error) == (4, 0)
+    assert totals.class_pixels == {"background": 3 + 3 + 1 + 1, "cat": 1 + 1 + 3 + 3}
+    assert StatsTable.of(str(tmp_path / "none")).scan_totals(CLASSES) == Totals()
+
+
+def test_recorded_totals_hold_until_rows_change(tmp_path):
+    table = StatsTable.of(str(tmp_path))
+    assert table.read_totals() == Totals()  # no table: nothing recorded, and nothing to record
+    table.append(_rows(_uris(0, 3)), partition=None, metadata={})
+    assert table.read_totals() is None  # a table without recorded totals
+    recorded = Totals(ok=3, error=0, class_pixels={"background": 3, "cat": 9})
+    table.write_totals(recorded, table.open().version())
+    assert table.read_totals() == recorded
+    table.append(_rows(_uris(3, 4)), partition=None, metadata={})
+    table.compact()
+    assert table.read_totals() is None  # rows were added after the totals were recorded
+    table.write_totals(table.scan_totals(CLASSES), table.open().version())
+    table.compact()  # nothing to merge, or only a rewrite: rows stay as they are
+    assert table.read_totals() == Totals(ok=4, error=0, class_pixels={"background": 4, "cat": 12})
+
+
+def test_rows_reads_one_partition_and_stops_at_the_limit(tmp_path):
+    table = StatsTable.of(str(tmp_path))
+    table.append(_rows(_uris(0, 5)), partition="date=2026-11-29", metadata={})
+    table.append(_rows(_uris(5, 8), failed=("s3://in/006.jpg",)), partition="date=2026-11-30", metadata={})
+    night = table.rows(["image_uri", "status"], partition="date=2026-11-30", where="status = 'ok'")
+    assert sorted(night.column("image_uri").to_pylist()) == ["s3://in/005.jpg", "s3://in/007.jpg"]
+    assert table.rows(["image_uri"], limit=2).num_rows == 2
+    assert table.rows(["image_uri"], partition="day=1") is None
+    with pytest.raises(StatsLayoutError, match="partitioned by date, but this run asks for no partition"):
+        table.check_partitioning(None)
+    table.check_partitioning("date=2026-12-01")
+
+
+@pytest.mark.parametrize("policy, relabelled", [
+    (SkipPolicy(), set()),
+    (SkipPolicy(match_etag=True), {"s3://in/001.jpg"}),
+    (SkipPolicy(match_model_version=True), {"s3://in/000.jpg", "s3://in/001.jpg", "s3://in/002.jpg"}),
+])
+def test_the_ledger_skips_what_is_done_under_each_policy(tmp_path, ray_for_refs, policy, relabelled):
+    table = StatsTable.of(str(tmp_path))
+    table.append(_rows(_uris(0, 3), etag="e1", version="v1"), partition=None, metadata={})
+    done, seen = hash_ledger(table, policy)
+    assert len(done) == 3 and np.all(np.diff(done.astype(np.float64)) > 0)
+    assert (seen is None) == policy.uri_only
+    skip = SkipSet(done=ray.put(done), seen=None if seen is None else ray.put(seen), rows=3)
+    listed = {"uri": np.array(_uris(0, 4), dtype=object),  # 001 changed since, 003 is new
+              "etag": np.array(["e1", "e2", "e1", "e1"], dtype=object), "key": np.arange(4)}
+    kept = drop_done(listed, skip=skip, policy=policy, model_version="v2")
+    kept_uris = set(kept["uri"])
+    assert kept_uris == {"s3://in/003.jpg"} | relabelled
+    assert set(kept["uri"][kept["seen"]]) == relabelled
+    assert len(kept["key"]) == len(kept["uri"])
+
+
+def test_part_files_of_the_earlier_layout_become_the_table(tmp_path):
+    stats = tmp_path / "stats"
+    for night, uris in (("2026-11-20", _uris(0, 3)), ("2026-11-21", _uris(3, 5))):
+        folder = stats / f"date={night}"
+        os.makedirs(folder)
+        for index, uri in enumerate(uris):  # one tiny part file per image, as a slow night wrote them
+            pq.write_table(_rows([uri]).cast(stats_schema(CLASSES)), folder / f"part-{index}.parquet")
+    table = StatsTable.of(str(tmp_path))
+    assert table.holds_legacy_parts()
+    table.convert_legacy_parts()
+    assert not table.holds_legacy_parts()
+    assert sorted((row["date"], row["image_uri"]) for row in table_rows(str(tmp_path))) == \
+        [("2026-11-20", uri) for uri in _uris(0, 3)] + [("2026-11-21", uri) for uri in _uris(3, 5)]
+    table.compact()
+    assert len(table.open().file_uris()) == 2  # one file per night
+    assert table.scan_totals(CLASSES).ok == 5
