@@ -47,7 +47,7 @@ from pipelines.listing import (
     iter_pages,
     open_manifest,
     plan_shards,
-    read_manifest,
+    read_manifest_batches,
 )
 from pipelines.storage import DEFAULT_RETRY, EmptyCorpusError, RetryPolicy, StorageUnavailableError
 
@@ -75,7 +75,7 @@ def _to_block(objects: list[ObjectInfo]) -> pa.Table:
 
 
 def _blocks(produce: Callable[[], Iterable[ObjectInfo]], rows_per_block: int) -> Iterator[pa.Table]:
-    """Run one read task: its objects in blocks of ``rows_per_block`` rows, at least one block."""
+    """The objects of a producer in blocks of ``rows_per_block`` rows, at least one block."""
     objects = iter(produce())
     emitted = False
     while chunk := list(itertools.islice(objects, rows_per_block)):
@@ -83,6 +83,17 @@ def _blocks(produce: Callable[[], Iterable[ObjectInfo]], rows_per_block: int) ->
         yield _to_block(chunk)
     if not emitted:
         yield MANIFEST_SCHEMA.empty_table()
+
+
+def _listed_blocks(produce: Callable[[], Iterable[ObjectInfo | pa.Table]], rows_per_block: int) -> Iterator[pa.Table]:
+    """Run one read task: a producer of objects (a listing shard) or of whole blocks (a manifest)."""
+    produced = iter(produce())
+    first = next(produced, None)
+    if isinstance(first, pa.Table):
+        yield first
+        yield from produced
+    else:
+        yield from _blocks(lambda: itertools.chain([first] if first is not None else [], produced), rows_per_block)
 
 
 def _shard_objects(source: str, shard: ListingShard, flt: CorpusFilter, skip_keys: frozenset[str],
@@ -93,16 +104,33 @@ def _shard_objects(source: str, shard: ListingShard, flt: CorpusFilter, skip_key
     return itertools.islice(kept, limit) if limit is not None else kept
 
 
-def _manifest_objects(source: str, row_groups: list[int], flt: CorpusFilter, limit: int | None,
-                      retry: RetryPolicy) -> Iterator[ObjectInfo]:
-    accepted = (info for info in read_manifest(source, row_groups=row_groups, retry=retry) if flt.accepts(info.key))
-    return itertools.islice(accepted, limit) if limit is not None else accepted
+def _manifest_blocks(source: str, row_groups: list[int], flt: CorpusFilter, limit: int | None,
+                     retry: RetryPolicy) -> Iterator[pa.Table]:
+    """The accepted rows of some row groups of a manifest, as blocks of up to 65,536 rows (at least one).
+
+    Column-wise, because a manifest is how a bucket of tens of millions of objects is given:
+    10M rows at a few microseconds each in Python would be the whole cost of a nightly rerun.
+    """
+    remaining = limit
+    emitted = False
+    for table in read_manifest_batches(source, row_groups=row_groups, retry=retry):
+        table = table.filter(flt.accepted(table["key"]))
+        if remaining is not None:
+            table = table.slice(0, remaining)
+            remaining -= table.num_rows
+        if table.num_rows:
+            emitted = True
+            yield table
+        if remaining == 0:
+            break
+    if not emitted:
+        yield MANIFEST_SCHEMA.empty_table()
 
 
 class _ObjectListDatasource(Datasource):
     """One read task per producer (a picklable function returning an iterator of `ObjectInfo`)."""
 
-    def __init__(self, producers: list[Callable[[], Iterable[ObjectInfo]]], rows_per_block: int):
+    def __init__(self, producers: list[Callable[[], Iterable[ObjectInfo | pa.Table]]], rows_per_block: int):
         super().__init__()
         self._producers = producers
         self._rows_per_block = rows_per_block
@@ -116,7 +144,7 @@ class _ObjectListDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
         metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [ReadTask(partial(_blocks, produce, self._rows_per_block), metadata, schema=MANIFEST_SCHEMA,
+        return [ReadTask(partial(_listed_blocks, produce, self._rows_per_block), metadata, schema=MANIFEST_SCHEMA,
                          per_task_row_limit=per_task_row_limit)
                 for produce in self._producers]
 
@@ -130,7 +158,7 @@ class ListingPlan:
     """
 
     head: tuple[ObjectInfo, ...]  # listed by the driver; replayed by the first read task
-    producers: tuple[Callable[[], Iterable[ObjectInfo]], ...]  # one read task each
+    producers: tuple[Callable[[], Iterable[ObjectInfo | pa.Table]], ...]  # one read task each
 
 
 def _plan_prefix(source: str, flt: CorpusFilter, max_list_tasks: int, retry: RetryPolicy) -> ListingPlan:
@@ -175,7 +203,7 @@ def _plan_manifest(source: str, flt: CorpusFilter, max_list_tasks: int, retry: R
     groups = list(range(metadata.num_row_groups))
     tasks = 1 if flt.limit else min(max_list_tasks, len(groups))
     bounds = [round(index * len(groups) / tasks) for index in range(tasks + 1)]
-    return ListingPlan((), tuple(partial(_manifest_objects, source, groups[low:high], flt, flt.limit, retry)
+    return ListingPlan((), tuple(partial(_manifest_blocks, source, groups[low:high], flt, flt.limit, retry)
                                   for low, high in zip(bounds, bounds[1:])))
 
 

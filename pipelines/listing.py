@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import storage
@@ -77,6 +78,23 @@ class CorpusFilter:
         if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.exclude):
             return False
         return self.sample_fraction is None or sample_point(key, self.seed) < self.sample_fraction
+
+    def accepted(self, keys: pa.Array) -> pa.Array:
+        """`accepts` over a whole column of keys: a boolean mask (the extension test vectorised).
+
+        Include, exclude and sampling, when set, then test the keys that passed one by one.
+        """
+        lowered = pc.utf8_lower(keys)
+        mask = pc.ends_with(lowered, f".{self.extensions[0]}")
+        for extension in self.extensions[1:]:
+            mask = pc.or_(mask, pc.ends_with(lowered, f".{extension}"))
+        mask = pc.fill_null(mask, False)
+        if not (self.include or self.exclude or self.sample_fraction is not None):
+            return mask
+        passed = mask.to_numpy(zero_copy_only=False).copy()
+        for index in passed.nonzero()[0]:
+            passed[index] = self.accepts(keys[int(index)].as_py())
+        return pa.array(passed)
 
     def describe(self) -> str:
         parts = [f"extensions={','.join(self.extensions)}"]
@@ -173,10 +191,19 @@ def open_manifest(uri: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> pq.Parquet
     return manifest
 
 
+def read_manifest_batches(uri: str, *, row_groups: list[int] | None = None, batch_rows: int = 65_536,
+                          retry: RetryPolicy = DEFAULT_RETRY) -> Iterator[pa.Table]:
+    """The rows of the manifest at ``uri`` (or of its ``row_groups``) as tables of the manifest schema."""
+    manifest = open_manifest(uri, retry=retry)
+    for batch in manifest.iter_batches(batch_size=batch_rows, row_groups=row_groups, columns=list(MANIFEST_COLUMNS)):
+        table = pa.Table.from_batches([batch]).cast(MANIFEST_SCHEMA)
+        yield table.set_column(2, "size", pc.fill_null(table["size"], 0)).set_column(
+            3, "etag", pc.fill_null(table["etag"], ""))
+
+
 def read_manifest(uri: str, *, row_groups: list[int] | None = None, batch_rows: int = 65_536,
                   retry: RetryPolicy = DEFAULT_RETRY) -> Iterator[ObjectInfo]:
     """The rows of the manifest at ``uri`` (or of its ``row_groups``), streamed a record batch at a time."""
-    manifest = open_manifest(uri, retry=retry)
-    for batch in manifest.iter_batches(batch_size=batch_rows, row_groups=row_groups, columns=list(MANIFEST_COLUMNS)):
-        for row in batch.to_pylist():
-            yield ObjectInfo(uri=row["uri"], key=row["key"], size=int(row["size"] or 0), etag=row["etag"] or "")
+    for table in read_manifest_batches(uri, row_groups=row_groups, batch_rows=batch_rows, retry=retry):
+        for row in table.to_pylist():
+            yield ObjectInfo(**row)

@@ -95,25 +95,20 @@ def _member(hashes: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[positions] == hashes
 
 
-def drop_done(batch: dict[str, np.ndarray], *, skip: SkipSet, policy: SkipPolicy,
-              model_version: str | None) -> dict[str, np.ndarray]:
-    """Keep the listed objects whose identity is not done (a Ray Data map_batches fn over uri, etag).
+def drop_done(batch: pa.Table, *, skip: SkipSet, policy: SkipPolicy, model_version: str | None) -> pa.Table:
+    """The listed objects (uri, etag, ...) whose identity is not done: a Ray Data map_batches fn over Arrow.
 
     Adds ``seen``: whether a kept object's URI has a row already (it will be relabelled), always
     False when the policy is URI only.
     """
     import duckdb
 
-    count = len(batch["uri"])
-    listed = pa.table({"uri": pa.array(list(batch["uri"]), pa.string()),
-                       "etag": pa.array([etag if isinstance(etag, str) else None for etag in batch["etag"]],
-                                        pa.string()),
-                       "model_version": pa.array([model_version] * count, pa.string())})
+    version = (model_version or "").replace("'", "''")
+    identity = policy.identity_hash_sql("uri", "etag", f"'{version}'")
     with duckdb.connect() as connection:
-        connection.register("listed", listed)
-        identity = policy.identity_hash_sql("uri", "etag", "model_version")
+        connection.register("listed", batch.select(["uri", "etag"]))
         hashed = connection.execute(f"SELECT {identity} AS h, hash(uri) AS u FROM listed").fetchnumpy()
-    keep = ~_member(hashed["h"].astype(np.uint64), ray.get(skip.done)) if count else np.zeros(0, dtype=bool)
-    seen = (_member(hashed["u"].astype(np.uint64), ray.get(skip.seen)) if skip.seen is not None and count
-            else np.zeros(count, dtype=bool))
-    return {**{name: column[keep] for name, column in batch.items()}, "seen": seen[keep]}
+    keep = ~_member(hashed["h"].astype(np.uint64), ray.get(skip.done))
+    seen = (_member(hashed["u"].astype(np.uint64), ray.get(skip.seen)) if skip.seen is not None
+            else np.zeros(batch.num_rows, dtype=bool))
+    return batch.filter(pa.array(keep)).append_column("seen", pa.array(seen[keep]))

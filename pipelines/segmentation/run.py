@@ -16,13 +16,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
 from pipelines import storage, tracking
 from pipelines.corpus import (
+    DEFAULT_ROWS_PER_BLOCK,
     FETCH_TASK_CPUS,
     ListingPlan,
     attach_bytes,
@@ -50,6 +52,9 @@ from pipelines.segmentation.table import STATS_DIR, TOTALS_NAME, StatsTable, Tot
 from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
 
 SUMMARY_NAME = "summary.json"
+# Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
+# tasks; only the new objects are then regrouped into the fetch stage's small blocks.
+LEDGER_ROWS_PER_BLOCK = 65_536
 PROGRESS_POLL_S = 1.0
 
 
@@ -132,13 +137,12 @@ class NewImages:
 def _keep_new_on_driver(listing: Sequence[ObjectInfo], skip: SkipSet, policy: SkipPolicy,
                         model_version: str) -> tuple[list[ObjectInfo], int]:
     """The objects of a listing the driver holds that are not done, and how many of them have rows already."""
-    batch = {"uri": np.array([info.uri for info in listing], dtype=object),
-             "etag": np.array([info.etag for info in listing], dtype=object),
-             "index": np.arange(len(listing))}
+    listed = pa.table({"uri": [info.uri for info in listing], "etag": [info.etag for info in listing],
+                       "index": range(len(listing))})
     keep = drop_done if skip.rows <= DRIVER_LEDGER_ROWS else \
         lambda *args, **kwargs: ray.get(ray.remote(num_cpus=1)(drop_done).remote(*args, **kwargs))
-    kept = keep(batch, skip=skip, policy=policy, model_version=model_version)
-    return [listing[index] for index in kept["index"]], int(kept["seen"].sum())
+    kept = keep(listed, skip=skip, policy=policy, model_version=model_version)
+    return [listing[index] for index in kept["index"].to_pylist()], int(pc.sum(kept["seen"]).as_py() or 0)
 
 
 def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, policy: SkipPolicy,
@@ -147,9 +151,9 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
 
     A first run streams its listing straight into the pipeline. A rerun compares the listing with
     the ledger first: on the driver when the driver can list the input in a few pages, else in
-    Ray tasks whose result (the new objects only) stays in Ray's object store. Either way an
-    unchanged rerun ends there, without starting a model, and a rerun with new images knows how
-    many there are.
+    Ray tasks over blocks of `LEDGER_ROWS_PER_BLOCK` listed objects, whose result (the new objects
+    only) stays in Ray's object store. Either way an unchanged rerun ends there, without starting
+    a model, and a rerun with new images knows how many there are.
     """
     flt = _corpus_filter(config)
     if skip.rows == 0:
@@ -160,12 +164,13 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
         kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
         listed = list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)) if kept else None
         return NewImages(listed, len(kept), relabelled)
-    listed = list_corpus(config.input, flt, plan=checked).map_batches(
+    new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK).map_batches(
         drop_done, fn_kwargs={"skip": skip, "policy": policy, "model_version": model_version},
-        batch_format="numpy", num_cpus=FETCH_TASK_CPUS).materialize()
-    count = listed.count()
-    relabelled = int(listed.sum("seen") or 0) if count and not policy.uri_only else 0
-    return NewImages(listed if count else None, count, relabelled)
+        batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
+    count = new.count()
+    relabelled = int(new.sum("seen") or 0) if count and not policy.uri_only else 0
+    listed = new.repartition(target_num_rows_per_block=DEFAULT_ROWS_PER_BLOCK) if count else None
+    return NewImages(listed, count, relabelled)
 
 
 def _corpus_filter(config: SegmentConfig) -> CorpusFilter:

@@ -149,7 +149,10 @@ class StatsTable:
             where = f"({where}) AND \"{split[0]}\" = '{split[1]}'"  # both validated by SegmentConfig's pattern
         selected = ", ".join(f'"{column}"' for column in columns)
         sql = f"SELECT {selected} FROM stats WHERE {where}" + (f" LIMIT {int(limit)}" if limit is not None else "")
-        return self.query(sql, table).read_all()
+        rows = self.query(sql, table).read_all()
+        # DataFusion hands strings out as string views, which not every pyarrow kernel sorts yet.
+        return rows.cast(pa.schema([field.with_type(pa.string()) if field.type == pa.string_view() else field
+                                    for field in rows.schema]))
 
     def columns(self, table=None) -> list[str]:
         table = table if table is not None else self.open()

@@ -5,6 +5,7 @@ import datetime
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -121,13 +122,12 @@ def test_the_ledger_skips_what_is_done_under_each_policy(tmp_path, ray_for_refs,
     assert len(done) == 3 and np.all(np.diff(done.astype(np.float64)) > 0)
     assert (seen is None) == policy.uri_only
     skip = SkipSet(done=ray.put(done), seen=None if seen is None else ray.put(seen), rows=3)
-    listed = {"uri": np.array(_uris(0, 4), dtype=object),  # 001 changed since, 003 is new
-              "etag": np.array(["e1", "e2", "e1", "e1"], dtype=object), "key": np.arange(4)}
-    kept = drop_done(listed, skip=skip, policy=policy, model_version="v2")
-    kept_uris = set(kept["uri"])
-    assert kept_uris == {"s3://in/003.jpg"} | relabelled
-    assert set(kept["uri"][kept["seen"]]) == relabelled
-    assert len(kept["key"]) == len(kept["uri"])
+    listed = pa.table({"uri": _uris(0, 4), "etag": ["e1", "e2", "e1", "e1"],  # 001 changed since, 003 is new
+                       "key": ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]})
+    kept = drop_done(listed, skip=skip, policy=policy, model_version="v2").to_pylist()
+    assert {row["uri"] for row in kept} == {"s3://in/003.jpg"} | relabelled
+    assert {row["uri"] for row in kept if row["seen"]} == relabelled
+    assert all(row["key"] == row["uri"].rsplit("/", 1)[-1] for row in kept)
 
 
 def test_part_files_of_the_earlier_layout_become_the_table(tmp_path):
