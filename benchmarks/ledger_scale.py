@@ -105,8 +105,7 @@ def write_history(output: Path, history: int, class_names: list[str]) -> None:
             columns[f"fraction_{suffix}"] = pa.array(pixels[:, index] / area[:, 0])
             columns[f"confidence_{suffix}"] = pa.array(rng.random(count, dtype=np.float32))
         table.append(pa.table(columns).cast(schema), partition=None, metadata={})
-    table.write_totals(Totals(ok=history, error=0, class_pixels=dict(zip(class_names, map(int, pixels_total)))),
-                       table.open().version())
+    table.write_totals(Totals(ok=history, error=0, class_pixels=dict(zip(class_names, map(int, pixels_total)))))
 
 
 # --- one measurement, in a driver process of its own ---------------------------------------------
@@ -132,7 +131,8 @@ def _child(kind: str, address: str, manifest: str, output: str, model: str) -> N
     timings: dict = {}
     started = time.perf_counter()
     if kind == "listing":
-        timings["rows"] = list_corpus(manifest, rows_per_block=segmentation.LEDGER_ROWS_PER_BLOCK).count()
+        timings["rows"] = list_corpus(manifest, rows_per_block=segmentation.LEDGER_ROWS_PER_BLOCK,
+                                      regroup=False).count()
     elif kind == "scan":
         from pipelines.segmentation.run import _current_totals
 

@@ -1,9 +1,9 @@
 """Nightly incremental labelling: segment what is new in a bucket with the registry's champion model.
 
 Each night it lists the bucket, skips every object already in the output's ledger with the same
-etag (so only new or changed images cost anything), writes that night's statistics under
-``stats/date=YYYY-MM-DD/`` and a review list of its least confident images, lowest first, under
-``review/date=YYYY-MM-DD.csv`` so people check those first.
+etag (so only new or changed images cost anything), records that night's statistics in partition
+``date=YYYY-MM-DD`` of the output's statistics table and writes a review list of its least
+confident images, lowest first, under ``review/date=YYYY-MM-DD.csv`` so people check those first.
 
 Locally:
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
               f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
         print(f"review list ({flagged} images below confidence {args.review_threshold}): {review_uri}")
-        print(f"statistics: {config.output.rstrip('/')}/stats/date={date}/")
+        print(f"statistics: {config.output.rstrip('/')}/stats/ (a Delta table), partition date={date}")
         if result.run_id:
             print(f"MLflow run: {result.run_id}")
 

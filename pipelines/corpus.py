@@ -251,14 +251,16 @@ def _listing_concurrency(tasks: int) -> int:
 
 def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
                 max_list_tasks: int = 32, retry: RetryPolicy = DEFAULT_RETRY,
-                plan: ListingPlan | None = None) -> ray.data.Dataset:
+                plan: ListingPlan | None = None, regroup: bool = True) -> ray.data.Dataset:
     """The objects of ``source`` (a prefix or a manifest) that pass ``flt``: columns uri, key, size, etag.
 
     Validates ``source`` first, raising `BucketNotFoundError`, `AccessDeniedError`,
     `EmptyCorpusError`, `InvalidManifestError` or `StorageUnavailableError` before any Ray work.
     A prefix is split into up to ``max_list_tasks`` listing tasks (one per group of top-level
     folders; one runs per 8 cluster CPUs, at most 8), a manifest into as many runs of row groups.
-    Blocks hold ``rows_per_block`` rows. ``plan``: the source already validated and planned
+    Blocks hold ``rows_per_block`` rows; with ``regroup=False`` they stay as the read tasks make
+    them, up to ``rows_per_block`` listed objects or 65,536 manifest rows (for callers that filter
+    most rows out before regrouping the rest). ``plan``: the source already validated and planned
     (`plan_listing`, `plan_from_listing`), so that the store is not asked again.
     """
     if rows_per_block < 1:
@@ -270,7 +272,7 @@ def list_corpus(source: str, flt: CorpusFilter = CorpusFilter(), *, rows_per_blo
     listing = ray.data.read_datasource(_ObjectListDatasource(producers, rows_per_block),
                                        override_num_blocks=len(producers), num_cpus=LISTING_TASK_CPUS,
                                        concurrency=_listing_concurrency(len(producers)))
-    dataset = listing.repartition(target_num_rows_per_block=rows_per_block)
+    dataset = listing.repartition(target_num_rows_per_block=rows_per_block) if regroup else listing
     dataset.context.target_max_block_size = BLOCK_TARGET_BYTES
     return dataset
 

@@ -64,7 +64,7 @@ class StatsCommitter:
         self.sample: list[dict] = []  # the first good rows, for previews
         self.writer = uuid.uuid4().hex  # tells this committer's commits from any other's
         self.commits = 0
-        self.uncertain = False  # the last commit attempt failed: it may have landed all the same
+        self.attempt: tuple[str, int] | None = None  # (sequence, batches) of a failed commit that may have landed
         self.version: int | None = None
 
     def add(self, rows: pa.Table) -> bool:
@@ -93,21 +93,34 @@ class StatsCommitter:
                 "commits": self.commits, "sample": self.sample}
 
     def _commit(self) -> None:
+        """Commit the pending batches as the next commit of this committer's sequence.
+
+        After a failed attempt, first look whether it landed after all: if so, the batches it
+        held are committed and only those that arrived since go into a new commit.
+        """
+        if self.attempt is not None:
+            sequence, batches = self.attempt
+            if self._landed(sequence):
+                self._committed(batches)
+            self.attempt = None
         if not self.pending:
             return
-        sequence = str(self.commits + 1)
-        if not (self.uncertain and self._landed(sequence)):
-            self.uncertain = True
-            rows = pa.concat_tables(self.pending, promote_options="default").sort_by("image_uri")
-            self.table.append(rows, partition=self.partition,
-                              metadata={_RUN_KEY: self.run_id, _WRITER_KEY: self.writer, _SEQUENCE_KEY: sequence})
-        self.uncertain = False
+        sequence, batches = str(self.commits + 1), len(self.pending)
+        self.attempt = (sequence, batches)
+        rows = pa.concat_tables(self.pending, promote_options="default").sort_by("image_uri")
+        self.table.append(rows, partition=self.partition,
+                          metadata={_RUN_KEY: self.run_id, _WRITER_KEY: self.writer, _SEQUENCE_KEY: sequence})
+        self.attempt = None
+        self._committed(batches)
+
+    def _committed(self, batches: int) -> None:
         self.commits += 1
-        self.pending, self.pending_since = [], None
+        self.pending = self.pending[batches:]
+        self.pending_since = time.monotonic() if self.pending else None
 
     def _landed(self, sequence: str) -> bool:
         """Whether commit ``sequence`` is in the table already: an earlier try whose answer was lost."""
         table = self.table.open()
-        return table is not None and any(
-            commit.get(_WRITER_KEY) == self.writer and commit.get(_SEQUENCE_KEY) == sequence
-            for commit in table.history(limit=3))
+        history = [] if table is None else self.table.call("reading", lambda: table.history(limit=3))
+        return any(commit.get(_WRITER_KEY) == self.writer and commit.get(_SEQUENCE_KEY) == sequence
+                   for commit in history)

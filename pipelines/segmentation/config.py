@@ -1,13 +1,10 @@
 """The resolved configuration of one batch-segmentation run (saved with the run's outputs)."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 
 from pipelines.errors import ConfigError
-
-# NAME=VALUE, one folder level: a Hive-style partition that DuckDB, Spark and pyarrow read as a column.
-_PARTITION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.:+-]+")
+from pipelines.segmentation.table import PARTITION_PATTERN
 
 
 @dataclass
@@ -54,7 +51,7 @@ class SegmentConfig:
             raise ConfigError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
         if not 0.0 <= self.max_error_fraction <= 1.0:
             raise ConfigError(f"--max-error-fraction must be between 0 and 1, got {self.max_error_fraction}")
-        if self.stats_partition is not None and not _PARTITION.fullmatch(self.stats_partition):
+        if self.stats_partition is not None and not PARTITION_PATTERN.fullmatch(self.stats_partition):
             raise ConfigError(f"--stats-partition must look like NAME=VALUE (e.g. date=2026-11-21), "
                               f"got {self.stats_partition!r}")
         if not self.commit_seconds > 0:

@@ -28,6 +28,9 @@ def export_voc_segmentation(output_uri: str, destination_uri: str, *, partition:
         where = f"{table.uri} (partition {partition})" if partition else table.uri
         raise UserError(f"no statistics in {where}: run segment_bucket.py into {output_uri} first")
     rows = rows.to_pylist()
+    if not rows:
+        where = f"partition {partition} of {table.uri}" if partition else table.uri
+        raise UserError(f"no segmented images in {where}: nothing to export")
     labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
     names = sorted({export_name_for(row["image_key"]): row["mask_uri"] for row in rows}.items())
     with tempfile.NamedTemporaryFile(suffix=".zip") as handle:

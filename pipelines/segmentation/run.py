@@ -1,7 +1,7 @@
 """One batch-segmentation run, end to end: resolve the model, stream the corpus, commit, summarise.
 
 Outputs under ``OUTPUT/`` (see the README for the schema):
-``masks/<key>.png``, ``stats/[partition/]part-*.parquet`` and, written last, ``summary.json``:
+``masks/<key>.png``, ``stats/`` (a Delta table), ``stats_totals.json`` and, written last, ``summary.json``:
 its presence means the run completed and met ``--max-error-fraction``.
 """
 from __future__ import annotations
@@ -55,6 +55,8 @@ SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
 # tasks; only the new objects are then regrouped into the fetch stage's small blocks.
 LEDGER_ROWS_PER_BLOCK = 65_536
+# `StatsCommitter.finish` of a run that had nothing to segment.
+NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": []}
 PROGRESS_POLL_S = 1.0
 
 
@@ -164,7 +166,7 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
         kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
         listed = list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)) if kept else None
         return NewImages(listed, len(kept), relabelled)
-    new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK).map_batches(
+    new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK, regroup=False).map_batches(
         drop_done, fn_kwargs={"skip": skip, "policy": policy, "model_version": model_version},
         batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
     count = new.count()
@@ -187,7 +189,7 @@ def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
     return CorpusFilter(include=tuple(config.include), exclude=exclude, limit=config.limit)
 
 
-def _stream(dataset, progress: Progress, counter) -> dict:
+def _stream(dataset, progress: Progress, counter) -> float:
     """Drive the pipeline, showing progress; returns how long it ran.
 
     Statuses reach the driver a write batch at a time; between them a thread shows what the model
@@ -265,7 +267,7 @@ def _current_totals(table: StatsTable, base: Totals | None, this_run: dict, rela
 def _adopt_part_files(table: StatsTable, log) -> None:
     """Outputs written before the table (``stats/part-*.parquet``) become the table, once, in place."""
     if table.holds_legacy_parts():
-        log(f"converting the statistics part files in {table.uri} into a Delta table (once; they are kept)")
+        log(f"converting the statistics part files in {table.uri} into a Delta table (once, in place)")
         table.convert_legacy_parts()
         table.compact()
 
@@ -309,22 +311,22 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                 f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
                 f"{plan.gpus_per_actor:g} GPU")
             new = _new_images(config, checked.plan, skip, policy, model_version)
-            committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
-                config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
-                commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
-                sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
-            seconds = 0.0
             if new.count == 0:
                 log("every image is done already: nothing to segment")
+                seconds, this_run = 0.0, NOTHING_COMMITTED
             else:
+                committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
+                    config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
+                    commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
+                    sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
                 counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
                 dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed,
                                          counter, committer)
                 seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), counter)
-            this_run = ray.get(committer.finish.remote())
+                this_run = ray.get(committer.finish.remote())
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
             if this_run["version"] is not None or base is None:
-                table.write_totals(totals, table.open().version())
+                table.write_totals(totals)
             summary = _summary(totals, this_run, seconds, config, provenance, class_names)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],

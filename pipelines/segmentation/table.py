@@ -16,20 +16,28 @@ re-reading the history. The file lies outside the table folder, where `vacuum` w
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 
 from pipelines import storage
-from pipelines.errors import UserError
+from pipelines.errors import ConfigError, UserError
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.stats import ERROR, OK
+from pipelines.storage import StorageError, StorageUnavailableError
 
 STATS_DIR = "stats"
 TOTALS_NAME = "stats_totals.json"
 # Compaction's goal per file: big enough that 10M rows are a few dozen files (about 400k rows of
 # a 21-class table), small enough that one file is one quick read.
 TARGET_FILE_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
+# How delta-rs (object_store) says, after its own retries, that it could not reach the store.
+_UNREACHABLE_SIGNS = ("error sending request", "connection refused", "tcp connect error", "dns error",
+                      "timed out", "connection reset")
 # Commits that change no rows: totals recorded before them still hold after them.
 _ROW_PRESERVING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 
@@ -38,10 +46,19 @@ class StatsLayoutError(UserError):
     """The output's statistics cannot be used as they are (other partitioning, an unreadable table)."""
 
 
+# NAME=VALUE, one folder level: a Hive-style partition that DuckDB, Spark and pyarrow read as a column.
+PARTITION_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.:+-]+")
+
+
 def split_partition(partition: str | None) -> tuple[str, str] | None:
-    """``"date=2026-11-21"`` -> ``("date", "2026-11-21")``; None stays None."""
+    """``"date=2026-11-21"`` -> ``("date", "2026-11-21")``; None stays None.
+
+    Raises `ConfigError` for anything else: both parts go into SQL, so only the pattern passes.
+    """
     if partition is None:
         return None
+    if not PARTITION_PATTERN.fullmatch(partition):
+        raise ConfigError(f"a statistics partition looks like NAME=VALUE (e.g. date=2026-11-21), got {partition!r}")
     name, value = partition.split("=", 1)
     return name, value
 
@@ -79,24 +96,52 @@ class StatsTable:
         location, options = storage.table_location(uri)
         return cls(output_uri=output_uri, uri=uri, location=location, options=options)
 
+    def call(self, doing: str, operation: Callable[[], T]) -> T:
+        """Run a delta-rs operation; its failures to reach the store become the one line every store error is."""
+        try:
+            return operation()
+        except (StorageError, UserError):
+            raise
+        except Exception as error:  # noqa: BLE001 - delta-rs raises its own exception types, as text
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if any(sign in str(error).lower() for sign in _UNREACHABLE_SIGNS):
+                endpoint = storage.store_for(self.uri).endpoint(self.uri)
+                raise StorageUnavailableError(f"could not reach {endpoint} while {doing} {self.uri} "
+                                              f"({first_line}); check that the store is up") from error
+            raise StorageError(f"{doing} {self.uri} failed: {first_line}") from error
+
     @property
     def totals_uri(self) -> str:
         return storage.join(self.output_uri, TOTALS_NAME)
 
-    def open(self, version: int | None = None):
-        """The `deltalake.DeltaTable` (at ``version``, default the latest), or None when there is none yet."""
+    def open(self):
+        """The `deltalake.DeltaTable` at its latest version, or None when there is none yet."""
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(self.location, storage_options=self.options):
-            return None
-        return DeltaTable(self.location, version=version, storage_options=self.options)
+        def load():
+            if not DeltaTable.is_deltatable(self.location, storage_options=self.options):
+                return None
+            return DeltaTable(self.location, storage_options=self.options)
+
+        return self.call("reading", load)
 
     def holds_legacy_parts(self) -> bool:
         """Whether ``stats/`` holds Parquet part files of the layout before the table (and no table)."""
         filesystem, root = storage.resolve(self.uri)
         if self.open() is not None or not storage.exists(self.uri):
             return False
-        return any(path.endswith(".parquet") for path in filesystem.find(root))
+        return any(path.endswith(".parquet") for path in storage.run_io(self.uri, lambda: filesystem.find(root)))
+
+    def _legacy_partition_columns(self) -> list[str]:
+        """The partition columns the part files' Hive folders (``NAME=VALUE/``) make: none or one."""
+        filesystem, root = storage.resolve(self.uri)
+        entries = storage.run_io(self.uri, lambda: filesystem.ls(root, detail=True))
+        names = sorted({entry["name"].rstrip("/").rsplit("/", 1)[-1].split("=", 1)[0] for entry in entries
+                        if entry["type"] == "directory" and "=" in entry["name"].rstrip("/").rsplit("/", 1)[-1]})
+        if len(names) > 1:
+            raise StatsLayoutError(f"{self.uri} mixes partition folders ({', '.join(names)}); "
+                                   f"convert each partition into an output of its own")
+        return names
 
     def convert_legacy_parts(self) -> None:
         """Turn ``stats/[NAME=VALUE/]part-*.parquet`` (the layout before the table) into the table, in place.
@@ -106,13 +151,7 @@ class StatsTable:
         """
         from deltalake import Field, Schema, convert_to_deltalake
 
-        filesystem, root = storage.resolve(self.uri)
-        folders = [path.rstrip("/").rsplit("/", 1)[-1] for path in filesystem.ls(root, detail=False)
-                   if filesystem.isdir(path)]
-        names = sorted({folder.split("=", 1)[0] for folder in folders if "=" in folder})
-        if len(names) > 1:
-            raise StatsLayoutError(f"{self.uri} mixes partition folders ({', '.join(names)}); "
-                                   f"convert each partition into an output of its own")
+        names = self._legacy_partition_columns()
         try:
             convert_to_deltalake(self.location, partition_by=Schema([Field(names[0], "string")]) if names else None,
                                  partition_strategy="hive" if names else None, storage_options=self.options)
@@ -133,7 +172,8 @@ class StatsTable:
         table = table if table is not None else self.open()
         if table is None:
             return None
-        return pa.RecordBatchReader.from_stream(QueryBuilder().register("stats", table).execute(sql))
+        return self.call("reading", lambda: pa.RecordBatchReader.from_stream(
+            QueryBuilder().register("stats", table).execute(sql)))
 
     def rows(self, columns: list[str], *, where: str = "TRUE", partition: str | None = None,
              limit: int | None = None) -> pa.Table | None:
@@ -146,10 +186,10 @@ class StatsTable:
         if table is None or (split and split[0] not in table.metadata().partition_columns):
             return None
         if split:
-            where = f"({where}) AND \"{split[0]}\" = '{split[1]}'"  # both validated by SegmentConfig's pattern
+            where = f"({where}) AND \"{split[0]}\" = '{split[1]}'"  # both checked by split_partition
         selected = ", ".join(f'"{column}"' for column in columns)
         sql = f"SELECT {selected} FROM stats WHERE {where}" + (f" LIMIT {int(limit)}" if limit is not None else "")
-        rows = self.query(sql, table).read_all()
+        rows = self.call("reading", lambda: self.query(sql, table).read_all())
         # DataFusion hands strings out as string views, which not every pyarrow kernel sorts yet.
         return rows.cast(pa.schema([field.with_type(pa.string()) if field.type == pa.string_view() else field
                                     for field in rows.schema]))
@@ -169,9 +209,9 @@ class StatsTable:
     def check_partitioning(self, partition: str | None) -> None:
         """Refuse, in one line, a run whose partitioning differs from the table's (before anything is written)."""
         table = self.open()
-        if table is None:
+        if table is None and not self.holds_legacy_parts():
             return
-        existing = list(table.metadata().partition_columns)
+        existing = self._legacy_partition_columns() if table is None else list(table.metadata().partition_columns)
         wanted = [split_partition(partition)[0]] if partition else []
         if existing != wanted:
             have = f"partitioned by {', '.join(existing)}" if existing else "not partitioned"
@@ -187,9 +227,9 @@ class StatsTable:
         if split:
             rows = rows.append_column(pa.field(split[0], pa.string()), pa.array([split[1]] * rows.num_rows,
                                                                                 pa.string()))
-        write_deltalake(self.location, rows, mode="append", partition_by=[split[0]] if split else None,
-                        schema_mode="merge", storage_options=self.options,
-                        commit_properties=CommitProperties(custom_metadata=metadata))
+        self.call("committing to", lambda: write_deltalake(
+            self.location, rows, mode="append", partition_by=[split[0]] if split else None, schema_mode="merge",
+            storage_options=self.options, commit_properties=CommitProperties(custom_metadata=metadata)))
 
     def compact(self, *, partition: str | None = None) -> int:
         """Merge small files (of one partition, when named) into files of about `TARGET_FILE_BYTES`.
@@ -201,9 +241,10 @@ class StatsTable:
         """
         table = self.open()
         split = split_partition(partition)
-        table.optimize.compact(partition_filters=[(split[0], "=", split[1])] if split else None,
-                               target_size=TARGET_FILE_BYTES)
-        table.vacuum(dry_run=False)  # Delta's default retention (7 days) keeps old snapshots readable
+        self.call("compacting", lambda: table.optimize.compact(
+            partition_filters=[(split[0], "=", split[1])] if split else None, target_size=TARGET_FILE_BYTES))
+        # Delta's default retention (7 days) keeps the files of older versions for their readers.
+        self.call("vacuuming", lambda: table.vacuum(dry_run=False))
         return self.open().version()
 
     # --- totals ----------------------------------------------------------------------------------
@@ -218,18 +259,24 @@ class StatsTable:
         except (storage.ObjectNotFoundError, ValueError):
             return None
         version, current = recorded.get("table_version"), table.version()
-        if not isinstance(version, int) or version > current:
+        # A table deleted and made anew has another id: totals of the old one say nothing about it.
+        if recorded.get("table_id") != table.metadata().id or not isinstance(version, int) or version > current:
             return None
         if version < current:
-            later = table.history(limit=current - version)
+            later = self.call("reading", lambda: table.history(limit=current - version))
             if any(commit.get("operation") not in _ROW_PRESERVING_OPERATIONS for commit in later):
                 return None
-        return Totals(ok=int(recorded["ok"]), error=int(recorded["error"]),
-                      class_pixels={name: int(value) for name, value in recorded["class_pixels"].items()})
+        try:
+            return Totals(ok=int(recorded["ok"]), error=int(recorded["error"]),
+                          class_pixels={name: int(value) for name, value in recorded["class_pixels"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # a damaged file: the caller counts from the rows instead
 
-    def write_totals(self, totals: Totals, version: int) -> None:
-        storage.write_bytes_atomic(self.totals_uri,
-                                   json.dumps({"table_version": version, **totals.to_dict()}, indent=2).encode())
+    def write_totals(self, totals: Totals) -> None:
+        """Record ``totals`` as those of the table's current version."""
+        table = self.open()
+        record = {"table_id": table.metadata().id, "table_version": table.version(), **totals.to_dict()}
+        storage.write_bytes_atomic(self.totals_uri, json.dumps(record, indent=2).encode())
 
     def scan_totals(self, class_names: list[str]) -> Totals:
         """The totals computed from the rows themselves: one pass over the table (on the cluster, by the caller).
@@ -253,8 +300,11 @@ class StatsTable:
                 QUALIFY row_number() OVER (PARTITION BY image_uri ORDER BY processed_at DESC) = 1)
             SELECT count(*) FILTER (WHERE status = '{OK}'), count(*) FILTER (WHERE status = '{ERROR}'), {sums}
             FROM latest"""
-        with duckdb.connect() as connection:
-            connection.register("rows", self.query(f"SELECT {needed} FROM stats", table))
-            ok, error, *pixels = connection.execute(query).fetchone()
+        def count() -> tuple:
+            with duckdb.connect() as connection:
+                connection.register("rows", self.query(f"SELECT {needed} FROM stats", table))
+                return connection.execute(query).fetchone()
+
+        ok, error, *pixels = self.call("reading", count)
         return Totals(ok=int(ok or 0), error=int(error or 0),
                       class_pixels={name: int(value or 0) for name, value in zip(columns, pixels)})

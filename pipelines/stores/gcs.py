@@ -17,7 +17,7 @@ import types
 
 import fsspec
 
-from pipelines.stores.errors import AccessDeniedError
+from pipelines.stores.errors import AccessDeniedError, StorageError
 from pipelines.stores.object_store import ListingPage, ObjectStore
 from pipelines.stores.registry import register_store
 from pipelines.stores.retry import causes
@@ -44,9 +44,15 @@ class GCSStore(ObjectStore):
         """The same credentials for delta-rs (which speaks Cloud Storage's XML API, not the JSON one).
 
         fake-gcs-server does not serve the XML API's listing, so tables on ``gs://`` are not
-        covered by this project's tests; Cloud Storage itself serves both.
+        covered by this project's tests; Cloud Storage itself serves both. With an emulator set,
+        delta-rs would write the table to Cloud Storage itself: refused.
         """
-        credentials = self.settings()["credentials_file"]
+        settings = self.settings()
+        if settings["endpoint"]:
+            raise StorageError(f"cannot keep a statistics table at {uri} through {self.endpoint_variable}="
+                               f"{settings['endpoint']}: its writer speaks Cloud Storage's XML API, which emulators "
+                               f"do not serve; use a local or s3:// --output")
+        credentials = settings["credentials_file"]
         options = {"google_application_credentials": credentials} if credentials else {}
         return "gs://" + uri.split("://", 1)[1], options
 

@@ -87,12 +87,12 @@ def test_recorded_totals_hold_until_rows_change(tmp_path):
     table.append(_rows(_uris(0, 3)), partition=None, metadata={})
     assert table.read_totals() is None  # a table without recorded totals
     recorded = Totals(ok=3, error=0, class_pixels={"background": 3, "cat": 9})
-    table.write_totals(recorded, table.open().version())
+    table.write_totals(recorded)
     assert table.read_totals() == recorded
     table.append(_rows(_uris(3, 4)), partition=None, metadata={})
     table.compact()
     assert table.read_totals() is None  # rows were added after the totals were recorded
-    table.write_totals(table.scan_totals(CLASSES), table.open().version())
+    table.write_totals(table.scan_totals(CLASSES))
     table.compact()  # nothing to merge, or only a rewrite: rows stay as they are
     assert table.read_totals() == Totals(ok=4, error=0, class_pixels={"background": 4, "cat": 12})
 
@@ -146,3 +146,22 @@ def test_part_files_of_the_earlier_layout_become_the_table(tmp_path):
     table.compact()
     assert len(table.open().file_uris()) == 2  # one file per night
     assert table.scan_totals(CLASSES).ok == 5
+
+
+def test_a_commit_that_landed_although_it_failed_is_not_committed_again(tmp_path, monkeypatch):
+    """A store outage can lose the answer to a commit that was written: the retry must not add its rows twice."""
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1", commit_rows=4)
+    real_append = StatsTable.append
+    failures = iter([True])
+
+    def append_then_lose_the_answer(self, rows, **kwargs):
+        real_append(self, rows, **kwargs)
+        if next(failures, False):
+            raise ConnectionError("the answer was lost")
+
+    monkeypatch.setattr(StatsTable, "append", append_then_lose_the_answer)
+    with pytest.raises(ConnectionError):
+        committer.add(_rows(_uris(0, 4)))  # committed, but the committer cannot know
+    committer.add(_rows(_uris(4, 6)))  # below commit_rows: pending beside the uncertain batch
+    committer.finish()
+    assert sorted(row["image_uri"] for row in table_rows(str(tmp_path))) == _uris(0, 6)
