@@ -1,9 +1,16 @@
-"""Export a segmentation output's masks as a PASCAL VOC segmentation zip that CVAT imports.
+"""Export a segmentation output's masks in a format a labelling tool imports, so people correct them.
 
     python jobs/export_labels.py --output outputs/nightly --to outputs/nightly/export/voc.zip
     python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --to s3://bucket/exports/2026-11-21.zip
+    python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --format coco --to coco.json
+    python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --format label-studio --to tasks.json
 
-In CVAT: open the task holding the same images, Actions -> Upload annotations -> "Segmentation mask 1.1".
+voc: in CVAT, open the task holding the same images, Actions -> Upload annotations -> "Segmentation mask 1.1".
+coco: ``pycocotools.coco.COCO("coco.json")``, or in CVAT Actions -> Upload annotations -> "COCO 1.0".
+label-studio: in a project whose labeling config has <Image name="image" value="$image"/> and
+<BrushLabels name="tag" toName="image"> with a label per class, Import -> tasks.json; each task opens with
+the model's regions as a prediction. (Images under s3:// need the bucket as the project's source storage.)
+Each image is exported as its latest run left it; images that run could not segment are left out.
 """
 from __future__ import annotations
 
@@ -14,23 +21,27 @@ from pipelines.job_runner import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.segmentation.exports import export_format, export_formats
+
     parser = argparse.ArgumentParser(prog="export_labels.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--output", required=True, help="the output prefix of segment_bucket.py / nightly_label.py")
-    parser.add_argument("--to", required=True, help="where to write the zip (any URI)")
+    parser.add_argument("--to", required=True, help="where to write the export, one file (any URI)")
+    parser.add_argument("--format", default="voc", choices=export_formats(),
+                        help="; ".join(f"{name}: {export_format(name).imported_by}" for name in export_formats()))
     parser.add_argument("--date", default=None, help="only this night's partition (YYYY-MM-DD)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.export import export_voc_segmentation
+    from pipelines.segmentation.exports import export_masks
 
     args = build_parser().parse_args(argv)
 
     def job() -> None:
         partition = f"date={args.date}" if args.date else None
-        count = export_voc_segmentation(args.output, args.to, partition=partition)
-        print(f"exported {count} masks with labelmap.txt to {args.to}")
+        count = export_masks(args.output, args.to, format=args.format, partition=partition)
+        print(f"exported {count} masks as {args.format} to {args.to}")
 
     return run_cli(job)
 

@@ -41,7 +41,7 @@ from pipelines.progress import Progress, ProgressCounter
 from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.committer import StatsCommitter
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.segmentation.export import LABELMAP_NAME
+from pipelines.segmentation.exports import LABELMAP_NAME
 from pipelines.segmentation.keys import MASKS_DIR, column_suffixes
 from pipelines.segmentation.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.segmentation.prepare import prepare_images

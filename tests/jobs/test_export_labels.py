@@ -6,6 +6,7 @@ input on an Arrow thread after it has returned, and input wrapping a Python obje
 for that; when the interpreter is already exiting, the thread is killed inside a C++ destructor and
 the process aborts (issue #12). So the job is run as a script, in fresh processes, two at a time
 (contention widens the race), and so is the smallest program that reads statistics and exits.
+Each format the job offers is also run once, in this process.
 """
 import os
 import subprocess
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcn_core.masks import labelmap_text
+from fcn_core.masks import decode_mask_png, labelmap_text
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
-from pipelines.segmentation.export import LABELMAP_NAME
+from jobs.export_labels import build_parser, main
+from pipelines.segmentation.exports import LABELMAP_NAME, export_formats
 from pipelines.segmentation.keys import mask_key_for
 from pipelines.segmentation.stats import Provenance, build_stats_table
 from pipelines.segmentation.table import StatsTable
@@ -36,15 +38,17 @@ def segmented_output(synthetic_corpus, tmp_path) -> Path:
     """An output folder as segment_bucket.py leaves it (labelmap, masks, one night's statistics), built directly."""
     output = tmp_path / "labels"
     ids = synthetic_corpus.train_ids[:6]
-    mask_uris = []
+    mask_uris, shapes = [], []
     for image_id in ids:
         mask = output / "masks" / mask_key_for(f"{image_id}.jpg")
         mask.parent.mkdir(parents=True, exist_ok=True)
         mask.write_bytes((synthetic_corpus.root / "SegmentationClass" / f"{image_id}.png").read_bytes())
         mask_uris.append(str(mask))
+        shapes.append(decode_mask_png(mask.read_bytes()).shape)
     count, classes = len(ids), len(SYNTHETIC_CLASS_NAMES)
     batch = {"uri": [f"/bucket/{i}.jpg" for i in ids], "key": [f"{i}.jpg" for i in ids], "etag": ["e"] * count,
-             "size": [1] * count, "height": [64] * count, "width": [64] * count, "error": [None] * count,
+             "size": [1] * count, "height": [h for h, _ in shapes], "width": [w for _, w in shapes],
+             "error": [None] * count,
              "pixels": np.ones((count, classes)), "confidence_sum": np.ones((count, classes))}
     table = build_stats_table(batch, mask_uris, list(SYNTHETIC_CLASS_NAMES), Provenance("tiny.pt", None, None),
                               datetime(2026, 11, 21, tzinfo=timezone.utc))
@@ -92,3 +96,14 @@ def test_reading_statistics_then_exiting_never_aborts(segmented_output):
                f"StatsTable.of(sys.argv[1]).rows(['image_key', 'mask_uri', 'status'], partition='date={DATE}')")
     results = _run_in_fresh_processes([["-c", program, str(segmented_output)]] * 60)
     assert not _failures(results)
+
+
+@pytest.mark.parametrize("export_format", export_formats())
+def test_each_registered_format_from_the_command_line(export_format, segmented_output, tmp_path, capsys):
+    choice = next(action for action in build_parser()._actions if action.dest == "format")
+    assert choice.choices == export_formats() and f"{export_format}: " in choice.help
+    destination = tmp_path / f"export-{export_format}"
+    assert main(["--output", str(segmented_output), "--date", DATE, "--format", export_format,
+                 "--to", str(destination)]) == 0
+    assert f"exported 6 masks as {export_format} to {destination}" in capsys.readouterr().out
+    assert destination.stat().st_size > 0
