@@ -88,6 +88,14 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.where(labelled, np.rint(blended), image).astype(np.uint8)
 
 
+LABELMAP_NAME = "labelmap.txt"  # beside a corpus or an output: ``name:r,g,b::`` a class, in index order
+
+
+def labelmap_class_names(text: str) -> list[str]:
+    """The class names of a CVAT/VOC ``labelmap.txt`` (as `labelmap_text` writes it), in index order."""
+    return [line.split(":", 1)[0].strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def labelmap_text(class_names: tuple[str, ...]) -> str:
     """The CVAT/VOC `labelmap.txt` for these classes, with VOC colours in class order."""
     colours = voc_colormap(len(class_names))

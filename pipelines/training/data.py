@@ -19,6 +19,7 @@ import numpy as np
 import ray.data
 from ray.train import DataConfig
 
+from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from pipelines import storage
 from pipelines.errors import ConfigError
 from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, read_labelled
@@ -26,7 +27,6 @@ from pipelines.training.config import TrainConfig
 from pipelines.training.resources import DATA_CPUS
 
 TRAIN, VAL = "train", "val"  # the names of the Ray datasets the training loop reads
-LABELMAP_NAME = "labelmap.txt"
 
 
 def decode_rows(batch: dict[str, np.ndarray], num_classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -65,8 +65,7 @@ def class_names_of(config: TrainConfig) -> list[str]:
     labelmap = storage.join(root, LABELMAP_NAME)
     if not storage.exists(labelmap):
         raise ConfigError(f"no {labelmap} to name the classes; pass --class-names background,...")
-    lines = storage.read_bytes(labelmap).decode("utf-8").splitlines()
-    names = [line.split(":", 1)[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    names = labelmap_class_names(storage.read_bytes(labelmap).decode("utf-8"))
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(f"{labelmap} must name at least two distinct classes, one a line; got {names}")
     return names

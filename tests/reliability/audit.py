@@ -29,7 +29,7 @@ class OutputAudit:
     missing_masks: list[str]  # ok rows whose mask is absent, unreadable or of the wrong size
     orphan_masks: list[str]  # mask objects no row points to
     shared_masks: list[str]  # masks that more than one row points to (one image's mask overwrote another's)
-    unreadable: list[str]  # part files or other objects a reader would choke on
+    unreadable: list[str]  # a table or other objects a reader would choke on
     escaped: list[str]  # objects written outside the output prefix (when a parent was audited)
     summary: dict | None
 

@@ -50,7 +50,7 @@ def _driver_env(mlflow_server) -> dict[str, str]:
 
 def _signal_after_first_commit(command: list[str], env: dict[str, str], s3_files, output: str, log_path: Path,
                                signum: int) -> subprocess.Popen:
-    """Start the driver, send it ``signum`` once a statistics part file is committed; returns it, reaped."""
+    """Start the driver, send it ``signum`` once the statistics table has a first commit; returns it, reaped."""
     with open(log_path, "wb") as log:
         driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -39,8 +39,8 @@ from tests.reliability.running import start_segment_bucket, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-# Enough images for two statistics part files (256 rows each): the outage starts once the first is
-# committed, so it lands between commits, with masks and parts still to write.
+# Enough images for several commits (`--commit-rows 64`): the outage starts once the first is
+# committed, so it lands between commits, with masks and rows still to write.
 IMAGES = 320
 SHORT_OUTAGE_S = 4.0
 
@@ -93,7 +93,7 @@ def outage_stack(s3_server, tmp_path_factory):
     finally:
         ray.shutdown()
         restore_environ(saved)
-        proxy.cut()
+        proxy.close()
         stack.server.stop()
 
 

@@ -16,13 +16,12 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from fcn_core.masks import IGNORE_INDEX, decode_mask_png
+from fcn_core.masks import IGNORE_INDEX, LABELMAP_NAME, decode_mask_png, labelmap_class_names
 from pipelines import storage
 from pipelines.errors import UserError
 from pipelines.segmentation.stats import OK
 from pipelines.segmentation.table import StatsTable
 
-LABELMAP_NAME = "labelmap.txt"  # OUTPUT/labelmap.txt: ``name:r,g,b::`` a class, in index order
 _COLUMNS = ["image_uri", "image_key", "mask_uri", "status", "height", "width", "model", "model_version",
             "mean_confidence", "processed_at"]
 
@@ -85,8 +84,7 @@ def class_names_of(output_uri: str) -> list[str]:
     uri = storage.join(output_uri, LABELMAP_NAME)
     if not storage.exists(uri):
         raise UserError(f"no {uri} to name the classes: is {output_uri} an output of segment_bucket.py?")
-    lines = storage.read_bytes(uri).decode("utf-8").splitlines()
-    return [line.split(":", 1)[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    return labelmap_class_names(storage.read_bytes(uri).decode("utf-8"))
 
 
 def classes_in(image: SegmentedImage, mask: np.ndarray, class_names: list[str]) -> list[int]:
