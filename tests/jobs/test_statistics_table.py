@@ -48,7 +48,9 @@ def test_the_readme_duckdb_call_opens_a_real_output(ray_local, synthetic_corpus,
     names = _images(bucket, synthetic_corpus, 6)
     (bucket / "broken.jpg").write_bytes(b"not an image")
     argv = ["--input", str(bucket), "--output", str(output), "--model", tiny_checkpoint, "--no-tracking",
-            "--stats-partition", "date=2026-11-30", "--max-error-fraction", "0.5", "--commit-rows", "2"]
+            "--stats-partition", "date=2026-11-30", "--max-error-fraction", "0.5"]
+    assert segment_bucket.main(argv) == 0
+    names += _images(bucket, synthetic_corpus, 2, start=6)  # the bucket grows; the next run compacts
     assert segment_bucket.main(argv) == 0
 
     namespace: dict = {}
