@@ -1,18 +1,44 @@
-"""Export an output's masks in the formats labelling tools import, so people correct them instead of drawing.
+"""Export an output's masks in the formats labelling tools import, so people correct them instead of drawing,
+and read the corrected masks back.
 
-Each format is one module here that registers a writer (`register_format`); the job's ``--format``
-choices are read from the registry. Every writer gets the same images (`segmented_images`: each
-image's latest good row, by key) and writes one file through a local temporary file.
+Each format is one module here that registers a writer (`register_format`) and a reader of the
+corrections (`register_reader`); the jobs' ``--format`` choices are read from the registry. Every
+writer gets the same images (`segmented_images`: each image's latest good row, by key) and writes one
+file through a local temporary file. Every reader gets the output's images and classes
+(`OutputImages`) to map each corrected mask back to its image, and refuses in one line a mask whose
+image, size or classes the output does not know.
 
 - ``voc``: a PASCAL VOC segmentation zip, which CVAT imports as "Segmentation mask 1.1".
 - ``coco``: a COCO JSON with one RLE annotation per image and class, which pycocotools and CVAT read.
 - ``label-studio``: Label Studio tasks whose predictions are brush regions, shown to labellers to accept or fix.
 """
+from collections.abc import Iterator
+
+from pipelines import storage
+from pipelines.errors import UserError
 from pipelines.segmentation.exports import coco, label_studio, voc  # noqa: F401 (each registers its format)
-from pipelines.segmentation.exports.registry import ExportFormat, export_format, export_formats, register_format
+from pipelines.segmentation.exports.corrected import (
+    Correction,
+    CorrectionError,
+    MaskSizeError,
+    OutputImages,
+    UnknownClassError,
+    UnknownImageError,
+)
+from pipelines.segmentation.exports.registry import (
+    ExportFormat,
+    export_format,
+    export_formats,
+    import_format,
+    import_formats,
+    register_format,
+    register_reader,
+)
 from pipelines.segmentation.exports.segmented import LABELMAP_NAME, segmented_images
 
-__all__ = ["LABELMAP_NAME", "ExportFormat", "export_format", "export_formats", "export_masks", "register_format"]
+__all__ = ["LABELMAP_NAME", "Correction", "CorrectionError", "ExportFormat", "MaskSizeError", "UnknownClassError",
+           "UnknownImageError", "export_format", "export_formats", "export_masks", "import_format", "import_formats",
+           "read_corrections", "register_format", "register_reader"]
 
 
 def export_masks(output_uri: str, destination_uri: str, *, format: str, partition: str | None = None) -> int:
@@ -20,3 +46,17 @@ def export_masks(output_uri: str, destination_uri: str, *, format: str, partitio
     ``format``; returns how many images the export holds."""
     writer = export_format(format)
     return writer.write(output_uri, segmented_images(output_uri, partition=partition), destination_uri)
+
+
+def read_corrections(output_uri: str, source_uri: str, *, format: str) -> Iterator[Correction]:
+    """The corrected masks in ``source_uri``, which a labelling tool exported as ``format`` from an export of
+    ``output_uri``, each mapped back to its image and to the output's classes, in the export's order.
+
+    Raises a `CorrectionError` naming the file for an image the output holds no segmented image of
+    (`UnknownImageError`), a mask of another size than its image (`MaskSizeError`) or a class the
+    output's labelmap.txt does not name (`UnknownClassError`).
+    """
+    reader = import_format(format)
+    if not storage.exists(source_uri):
+        raise UserError(f"no export at {source_uri}")
+    return reader.read(source_uri, OutputImages.of(output_uri))

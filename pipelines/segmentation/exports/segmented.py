@@ -61,7 +61,7 @@ def segmented_images(output_uri: str, *, partition: str | None = None) -> list[S
     if rows is None:
         where = f"{table.uri} (partition {partition})" if partition else table.uri
         raise UserError(f"no statistics in {where}: run segment_bucket.py into {output_uri} first")
-    rows = _latest_per_image(rows)
+    rows = latest_per_image(rows)
     rows = rows.filter(pa.compute.equal(rows.column("status"), OK))
     if rows.num_rows == 0:
         where = f"partition {partition} of {table.uri}" if partition else table.uri
@@ -70,7 +70,7 @@ def segmented_images(output_uri: str, *, partition: str | None = None) -> list[S
     return [SegmentedImage(**row) for row in rows.select([field.name for field in fields(SegmentedImage)]).to_pylist()]
 
 
-def _latest_per_image(rows: pa.Table) -> pa.Table:
+def latest_per_image(rows: pa.Table) -> pa.Table:
     """The row of each image URI with the latest ``processed_at``."""
     rows = rows.sort_by([("image_uri", "ascending"), ("processed_at", "descending")])
     uris = rows.column("image_uri").to_numpy(zero_copy_only=False)
