@@ -66,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.review import write_review_list
+    from pipelines.segmentation.review import log_review_page, write_review_list
     from pipelines.segmentation.run import check_inputs, run_segmentation
 
     args = build_parser().parse_args(argv)
@@ -76,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
         connect_ray()
         result = run_segmentation(config, checked)
-        review_uri, flagged = write_review_list(config.output, date, threshold=args.review_threshold)
+        review = write_review_list(config.output, date, threshold=args.review_threshold)
+        if result.run_id:
+            log_review_page(result.run_id, review.files, date)
         summary = result.summary
         print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
               f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
-        print(f"review list ({flagged} images below confidence {args.review_threshold}): {review_uri}")
+        print(f"review list ({review.images} images below confidence {args.review_threshold}): {review.csv_uri}")
+        print(f"review page: {review.page_uri}")
         print(f"statistics: {config.output.rstrip('/')}/stats/ (a Delta table), partition date={date}")
         if result.run_id:
             print(f"MLflow run: {result.run_id}")
