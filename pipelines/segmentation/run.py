@@ -171,7 +171,9 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
         batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
     count = new.count()
     relabelled = int(new.sum("seen") or 0) if count and not policy.uri_only else 0
-    listed = new.repartition(target_num_rows_per_block=DEFAULT_ROWS_PER_BLOCK) if count else None
+    # One block per filtering task, nearly all empty on a nightly rerun: regrouped into few full blocks,
+    # so the fetch stage does not start a task for each of them.
+    listed = new.repartition(-(-count // DEFAULT_ROWS_PER_BLOCK)) if count else None
     return NewImages(listed, count, relabelled)
 
 
