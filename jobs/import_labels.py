@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {import_format(name).exported_by}" for name in import_formats()))
     parser.add_argument("--to", required=True, metavar="DEST",
                         help="the labelled set to write or add to (a folder or prefix, any URI)")
+    parser.add_argument("--date", default=None,
+                        help="the night the export was made of (export_labels.py --date YYYY-MM-DD): only that "
+                             "night's images are looked up, whatever the size of the output")
     return parser
 
 
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        result = import_corrections(args.output, args.source, args.to, format=args.format)
+        partition = f"date={args.date}" if args.date else None
+        result = import_corrections(args.output, args.source, args.to, format=args.format, partition=partition)
         print(f"imported {result.imported} corrected masks from {args.source} ({args.format}); "
               f"the labelled set holds {result.images} images")
         print(f"manifest: {result.manifest_uri}")

@@ -42,7 +42,8 @@ class ImportedCorrections:
     manifest_uri: str
 
 
-def import_corrections(output_uri: str, source_uri: str, destination_uri: str, *, format: str) -> ImportedCorrections:
+def import_corrections(output_uri: str, source_uri: str, destination_uri: str, *, format: str,
+                       partition: str | None = None) -> ImportedCorrections:
     """Import the corrections in ``source_uri`` (``format``, exported from an export of ``output_uri``) into
     the labelled set at ``destination_uri``.
 
@@ -58,7 +59,7 @@ def import_corrections(output_uri: str, source_uri: str, destination_uri: str, *
     if storage.relative_key(destination, output_uri) == "":
         raise ConfigError(f"import into another place than the output {output_uri}: its masks/ holds the model's masks")
     storage.check_writable(destination)
-    corrections = read_corrections(output_uri, source_uri, format=format)
+    corrections = read_corrections(output_uri, source_uri, format=format, partition=partition)
     labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
     _check_classes(destination, labelmap, output_uri)
     manifest_uri = storage.join(destination, MANIFEST_NAME)

@@ -61,3 +61,15 @@ def test_a_refused_export_exits_2_with_one_line(output, tmp_path, capsys):
 def test_a_missing_export_exits_2(output, tmp_path, capsys):
     assert main(["--output", output.uri, "--from", str(tmp_path / "nothing.zip"), "--to", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.splitlines() == [f"error: no export at {tmp_path / 'nothing.zip'}"]
+
+
+def test_an_export_of_one_night_is_imported_against_that_night_only(output, tmp_path, capsys):
+    corrected = corrected_masks(output.masks)
+    export = corrected_export("voc", output, corrected, tmp_path / "export-voc")
+    destination = tmp_path / "corrected"
+    argv = ["--output", output.uri, "--from", str(export), "--to", str(destination)]
+    assert main([*argv, "--date", "2026-11-21"]) == 0
+    assert capsys.readouterr().out.startswith(f"imported 4 corrected masks from {export}")
+    assert main([*argv, "--date", "2026-11-22"]) == 2  # a night the output has no rows of
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: no segmented images in partition date=2026-11-22 of ")

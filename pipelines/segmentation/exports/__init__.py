@@ -48,15 +48,17 @@ def export_masks(output_uri: str, destination_uri: str, *, format: str, partitio
     return writer.write(output_uri, segmented_images(output_uri, partition=partition), destination_uri)
 
 
-def read_corrections(output_uri: str, source_uri: str, *, format: str) -> Iterator[Correction]:
+def read_corrections(output_uri: str, source_uri: str, *, format: str,
+                     partition: str | None = None) -> Iterator[Correction]:
     """The corrected masks in ``source_uri``, which a labelling tool exported as ``format`` from an export of
     ``output_uri``, each mapped back to its image and to the output's classes, in the export's order.
 
     Raises a `CorrectionError` naming the file for an image the output holds no segmented image of
     (`UnknownImageError`), a mask of another size than its image (`MaskSizeError`) or a class the
-    output's labelmap.txt does not name (`UnknownClassError`).
+    output's labelmap.txt does not name (`UnknownClassError`). ``partition``: the export was of that
+    partition only (``export_labels.py --date``), so only its images are looked up.
     """
     reader = import_format(format)
     if not storage.exists(source_uri):
         raise UserError(f"no export at {source_uri}")
-    return reader.read(source_uri, OutputImages.of(output_uri))
+    return reader.read(source_uri, OutputImages.of(output_uri, partition=partition))

@@ -75,16 +75,20 @@ class OutputImages:
         self._by_export_name = {export_name_for(image.image_key): image for image in images}
 
     @classmethod
-    def of(cls, output_uri: str) -> OutputImages:
-        """Every image of ``output_uri`` with a good row, at the size of its latest good row, in key order.
+    def of(cls, output_uri: str, *, partition: str | None = None) -> OutputImages:
+        """Every image of ``output_uri`` (of one partition, when named) with a good row, at the size of its
+        latest good row, in key order.
 
         Held on the driver, as an export holds its images (a few hundred bytes an image, looked up three
-        ways): the images of one output, which its exports were made from.
+        ways). An export of one night (``--date``) is imported with the same partition, so this is one
+        night's images, however long the output's history.
         """
         table = StatsTable.of(output_uri)
-        rows = table.rows(["image_uri", "image_key", "height", "width", "processed_at"], where=f"status = '{OK}'")
+        rows = table.rows(["image_uri", "image_key", "height", "width", "processed_at"], where=f"status = '{OK}'",
+                          partition=partition)
         if rows is None or rows.num_rows == 0:
-            raise UserError(f"no segmented images in {table.uri}: is {output_uri} the output the export was made "
+            where = f"partition {partition} of {table.uri}" if partition else table.uri
+            raise UserError(f"no segmented images in {where}: is {output_uri} the output the export was made "
                             "from?")
         rows = latest_per_image(rows).sort_by([("image_key", "ascending"), ("image_uri", "ascending")])
         images = [KnownImage(**row) for row in rows.select(["image_uri", "image_key", "height", "width"]).to_pylist()]
