@@ -133,3 +133,32 @@ def test_two_runs_started_at_once_on_one_output_leave_exactly_one_writer(where, 
     table = DeltaTable(f"{output}/stats", storage_options=options)
     writers = {commit.get("fcn_pipeline.writer") for commit in table.history() if commit["operation"] == "WRITE"}
     assert len(writers) == 1 and None not in writers
+
+
+def test_reruns_of_a_manifest_on_the_machines_own_cpus(synthetic_corpus, tiny_checkpoint, tmp_path):
+    """The rerun's cluster-side steps (ledger hashing, filtering, the totals pass) on a Ray with this machine's
+    real CPU count: the job's own private Ray, as a user's first try starts it (a test Ray with extra logical
+    CPUs would hide a task waiting for a CPU that an actor holds)."""
+    from pipelines.listing import iter_objects, write_manifest
+
+    bucket, output, manifest = tmp_path / "bucket", tmp_path / "labels", tmp_path / "listing.parquet"
+    _images(bucket, synthetic_corpus, 5)
+    command = [sys.executable, "jobs/segment_bucket.py", "--input", str(manifest), "--output", str(output),
+               "--model", tiny_checkpoint, "--no-tracking", "--incremental"]
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+
+    def run() -> dict:
+        write_manifest(str(manifest), iter_objects(str(bucket)))
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((output / "summary.json").read_text())
+
+    assert run()["processed_this_run"] == 5
+    _images(bucket, synthetic_corpus, 2, start=5)  # two new images
+    first = synthetic_corpus.train_ids[0]
+    shutil.copy(synthetic_corpus.root / "JPEGImages" / f"{synthetic_corpus.train_ids[9]}.jpg",
+                bucket / f"{first}.jpg")  # and one changed: relabelled, so the totals are counted again
+    summary = run()
+    assert (summary["processed_this_run"], summary["images"], summary["ok"]) == (3, 7, 7)
+    assert run()["processed_this_run"] == 0  # unchanged: nothing segmented
+    assert len(table_rows(str(output))) == 8  # the changed image keeps its earlier row as history
