@@ -14,6 +14,7 @@ stable within a run. Two different identities share a hash with odds of about n^
 """
 from __future__ import annotations
 
+import atexit
 import functools
 from dataclasses import dataclass
 
@@ -110,10 +111,16 @@ def _member(hashes: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _connection():
-    """One DuckDB connection per worker process: opening one costs ~25 ms, a listing block ~50 ms of work."""
+    """One DuckDB connection per process: opening one costs ~25 ms, a listing block ~50 ms of work.
+
+    Closed at exit, before the interpreter tears down: a DuckDB database still open while Python
+    finalises its modules is left to destructors that can run after what they need is gone.
+    """
     import duckdb
 
-    return duckdb.connect()
+    connection = duckdb.connect()
+    atexit.register(connection.close)
+    return connection
 
 
 def drop_done(batch: pa.Table, *, skip: SkipSet, policy: SkipPolicy, model_version: str | None) -> pa.Table:
