@@ -68,16 +68,17 @@ def hash_ledger(table: StatsTable, policy: SkipPolicy) -> tuple[np.ndarray, np.n
     rows = table.query("SELECT image_uri, etag, model_version FROM stats")
     if rows is None:
         return empty, None if policy.uri_only else empty
-    identity = policy.identity_hash_sql("image_uri", "etag", "model_version")
+    hashes = {"done": policy.identity_hash_sql("image_uri", "etag", "model_version")}
+    if not policy.uri_only:  # the URIs alone differ from the identities only when the policy looks further
+        hashes["seen"] = "hash(image_uri)"
 
     def hash_rows() -> tuple[np.ndarray, np.ndarray | None]:
         with duckdb.connect() as connection:
             connection.register("ledger", rows)
-            connection.execute(f"CREATE TEMP TABLE hashes AS SELECT {identity} AS done, hash(image_uri) AS seen "
-                               f"FROM ledger")
-            return tuple(None if name == "seen" and policy.uri_only else
-                         connection.execute(f"SELECT DISTINCT {name} AS h FROM hashes ORDER BY h")
-                         .fetchnumpy()["h"].astype(np.uint64, copy=False)
+            selected = ", ".join(f"{expression} AS {name}" for name, expression in hashes.items())
+            connection.execute(f"CREATE TEMP TABLE hashes AS SELECT {selected} FROM ledger")
+            return tuple(connection.execute(f"SELECT DISTINCT {name} AS h FROM hashes ORDER BY h")
+                         .fetchnumpy()["h"].astype(np.uint64, copy=False) if name in hashes else None
                          for name in ("done", "seen"))
 
     return table.call("reading", hash_rows)

@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from pipelines import storage, tracking
+from pipelines.segmentation.exports.segmented import class_names_of
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.review_page import ReviewedImage, write_review_page
 from pipelines.segmentation.stats import OK
@@ -31,7 +31,7 @@ class ReviewList:
 
 def write_review_list(output_uri: str, date: str, *, threshold: float) -> ReviewList:
     """Write the night's review list as CSV and as a page; reads that night's partition, rows below ``threshold``."""
-    class_names = labelmap_class_names(storage.read_bytes(storage.join(output_uri, LABELMAP_NAME)).decode())
+    class_names = class_names_of(output_uri)
     suffixes = column_suffixes(class_names)
     per_class = [f"{kind}_{suffix}" for suffix in suffixes for kind in ("fraction", "confidence")]
     low = StatsTable.of(output_uri).rows([*REVIEW_COLUMNS, *per_class], partition=f"date={date}",

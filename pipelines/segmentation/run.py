@@ -338,7 +338,11 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             run.log_dict(summary, "summary.json")
             run.log_dict(config.to_dict(), "config.json")
             if run.enabled and config.previews:
-                log_previews(run, [*this_run["sample"], *sample_good_rows(table, config.previews)], config.previews)
+                # This run's own rows first; the table is read only when the run has too few of them.
+                rows = this_run["sample"]
+                if len(rows) < config.previews * ATTEMPTS_PER_PREVIEW:
+                    rows = [*rows, *sample_good_rows(table, config.previews)]
+                log_previews(run, rows, config.previews)
             if summary["error_fraction"] > config.max_error_fraction:
                 raise ErrorFractionExceeded(
                     f"{summary['error']} of {summary['images']} images failed "

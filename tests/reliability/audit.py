@@ -16,7 +16,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from fcn_core.masks import decode_mask_png
-from tests.fixtures.stats_table import table_rows
+from tests.fixtures.stats_table import s3_options, table_rows
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ def _read_rows(fs: fsspec.AbstractFileSystem, output: str) -> tuple[list[dict], 
         uri, options = output, None
     else:
         uri = f"s3://{output}"
-        options = {"AWS_ENDPOINT_URL": fs.client_kwargs["endpoint_url"], "AWS_ACCESS_KEY_ID": fs.key,
-                   "AWS_SECRET_ACCESS_KEY": fs.secret, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        options = s3_options(fs.client_kwargs["endpoint_url"], fs.key, fs.secret)
     try:
         return table_rows(uri, options), []
     except Exception as error:  # noqa: BLE001 - an unreadable table is a finding
