@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--promote", action="store_true",
                         help="move models:/NAME@champion to the best model by mean IU if it beats the current "
                              "champion (registered models of one NAME only)")
+    parser.add_argument("--allow-different-data", action="store_true",
+                        help="compare (and promote) even if the held-out pairs changed between the models' "
+                             "evaluations (each run records the digest of what it scored)")
     add_evaluation_arguments(parser)
     return parser
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         config = CompareConfig(models=tuple(args.models), evaluation=evaluation_config_from_args(args),
-                               promote=args.promote)
+                               promote=args.promote, allow_different_data=args.allow_different_data)
         connect_ray()
         result = compare_models(config)
         print(result.markdown)

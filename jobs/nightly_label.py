@@ -2,8 +2,9 @@
 
 Each night it lists the bucket, skips every object already in the output's ledger with the same
 etag (so only new or changed images cost anything), records that night's statistics in partition
-``date=YYYY-MM-DD`` of the output's statistics table and writes a review list of its least
-confident images, lowest first, under ``review/date=YYYY-MM-DD.csv`` so people check those first.
+``date=YYYY-MM-DD`` of the output's statistics table and writes a review list of the images people
+should check first, the most doubtful first: those the model labelled with low confidence and those
+unlike its training images (``review/date=YYYY-MM-DD.csv`` and ``review/date=YYYY-MM-DD/index.html``).
 
 Locally:
 
@@ -23,6 +24,7 @@ import sys
 from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
+from pipelines.segmentation.review import ReviewRule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-name", help="registered model whose @champion alias labels the images")
     model.add_argument("--model", help="any model reference instead (models:/..., runs:/..., checkpoint path)")
     parser.add_argument("--date", default=None, help="partition date YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--review-threshold", type=float, default=0.7,
+    parser.add_argument("--review-threshold", type=float, default=ReviewRule.confidence_below,
                         help="images whose mean confidence is below this go on the review list")
+    parser.add_argument("--novelty-threshold", type=float, default=ReviewRule.novelty_above,
+                        help="images whose novelty is above this go on the review list too: how unlike the "
+                             "training images an image is, 1 = as unusual as the 1%% most unusual of them")
     parser.add_argument("--reprocess-on-model-change", action="store_true",
                         help="also redo images labelled by an earlier champion")
     parser.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
@@ -76,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
         connect_ray()
         result = run_segmentation(config, checked)
-        review = write_review_list(config.output, date, threshold=args.review_threshold)
+        rule = ReviewRule(confidence_below=args.review_threshold, novelty_above=args.novelty_threshold)
+        review = write_review_list(config.output, date, rule=rule)
         if result.run_id:
             log_review_page(result.run_id, review.files, date)
         summary = result.summary
         print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
               f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
-        print(f"review list ({review.images} images below confidence {args.review_threshold}): {review.csv_uri}")
+        print(f"review list ({review.images} images below confidence {rule.confidence_below:g} or above novelty "
+              f"{rule.novelty_above:g}): {review.csv_uri}")
         print(f"review page: {review.page_uri}")
         print(f"statistics: {config.output.rstrip('/')}/stats/ (a Delta table), partition date={date}")
         if result.run_id:

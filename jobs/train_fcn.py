@@ -22,6 +22,14 @@ corpus this reaches FCN-8s mean IU 0.85 (`python -m benchmarks.variants`):
         --init-from models:/fcn32@candidate
     python jobs/train_fcn.py --data D --variant fcn8s --name s8 --init-from models:/fcn16@candidate
 
+Fine-tuning the champion on corrected labels (the labelling loop, see the README): start from it,
+mix the imported corrections into the original training split, register the result, then let
+compare_models.py decide on a held-out set:
+
+    python jobs/train_fcn.py --data D --mix-in data/corrected/manifest.parquet --mix-repeat 4 \
+        --init-from models:/fcn8s@champion --register-as fcn8s --name finetune-2026-11-30
+    python jobs/compare_models.py --models models:/fcn8s@candidate --data HELD_OUT --promote
+
 Rerun with --resume (same --name and --storage-path) to continue an interrupted run after its
 latest checkpoint. The registered model works directly as
 `python jobs/segment_bucket.py --model models:/NAME@candidate ...`.
@@ -63,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "manifest; auto tells them apart")
     data.add_argument("--train-split", default=_DEFAULTS["train_split"], help="split to train on")
     data.add_argument("--val-split", default=_DEFAULTS["val_split"], help="split to validate on, at full resolution")
+    data.add_argument("--mix-in", default=None, metavar="SET",
+                      help="a second labelled set added to the training split, e.g. import_labels.py's corrections "
+                           "(DEST/manifest.parquet); validation stays on --data")
+    data.add_argument("--mix-repeat", type=int, default=_DEFAULTS["mix_repeat"], metavar="N",
+                      help="each --mix-in pair appears N times per epoch: weighs a few hundred corrections against "
+                           "a large training split")
     data.add_argument("--class-names", type=lambda text: tuple(text.split(",")), default=None,
                       help="comma-separated class names, in index order (unset: from DATA/labelmap.txt)")
 

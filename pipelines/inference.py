@@ -18,6 +18,7 @@ import torch
 
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.normalization import normalize_image
+from fcn_core.novelty import NoveltyReference
 from pipelines.cpu_allocator import reuse_freed_memory
 
 
@@ -46,6 +47,7 @@ class DeviceModel:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.normalization = loaded.normalization
+        self.novelty = NoveltyReference.from_config(loaded.config)  # None for models trained without one
         self.class_names = list(loaded.class_names)
         self.num_classes = loaded.spec.num_classes
 

@@ -6,7 +6,8 @@ Layouts (``LabelledSource.layout``; ``"auto"`` tells them apart by what is there
               SegmentationClass/<id>.png  -- as `fcn_core.synthetic.generate_corpus` writes it
     paired    images/[<split>/]<name>.<ext> and masks/[<split>/]<name>.png, matched by path stem;
               without a <split> subfolder every pair belongs to every split
-    manifest  a .parquet file with image_uri and mask_uri columns, and optionally split
+    manifest  a .parquet file with image_uri and mask_uri columns, and optionally split and
+              mask_sha256 (the mask's content hash, which the set's digest then includes)
 
 Masks are class-index PNGs (palette or grayscale) with 255 = ignore. Problems with the data are
 `LabelError`s naming the file: a missing mask, a mask whose size differs from its image, a class
@@ -27,11 +28,14 @@ from pipelines import storage
 from pipelines.corpus import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS, attach_bytes
 from pipelines.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from pipelines.errors import UserError
+from pipelines.lineage import DataInput, SetDigest
 from pipelines.listing import CorpusFilter, is_manifest, iter_objects
 from pipelines.storage import DEFAULT_RETRY, RetryPolicy
+from pipelines.stores import ObjectInfo
 
 LAYOUTS = ("auto", "voc", "paired", "manifest")
 _MASK_FILTER = CorpusFilter(extensions=("png",))
+MASK_SHA256 = "mask_sha256"  # a manifest column: the mask file's content hash, so the digest sees a corrected mask
 
 
 class LabelError(UserError):
@@ -65,12 +69,45 @@ def detect_layout(source: LabelledSource) -> str:
                      "images/ and masks/ (paired), or a .parquet manifest")
 
 
-def _by_stem(uri: str, flt: CorpusFilter) -> dict[str, str]:
-    """{key without extension: uri} for the files under ``uri`` that pass ``flt``."""
-    return {posixpath.splitext(info.key)[0]: info.uri for info in iter_objects(uri, flt)}
+# A listed pair: image URI, mask URI, and what versions them (etags; a manifest's mask_sha256) for the digest.
+_Pair = tuple[str, str, str]
 
 
-def _voc_pairs(source: LabelledSource) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class LabelledListing:
+    """A split's image/mask pairs as listed once, with what versions each (for the digest, `pipelines.lineage`)."""
+
+    source: LabelledSource
+    items: list[_Pair]
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(image, mask) for image, mask, _ in self.items]
+
+    def digest(self) -> SetDigest:
+        digest = SetDigest()
+        digest.add("\t".join(item) for item in self.items)
+        return digest
+
+    def first(self, count: int | None) -> LabelledListing:
+        """The first ``count`` pairs (None: all), as an evaluation with ``--limit`` reads them."""
+        return self if count is None else LabelledListing(self.source, self.items[:count])
+
+    def data_input(self, context: str) -> DataInput:
+        return DataInput(name=f"{self.source.split} split of {self.source.uri}", source=self.source.uri,
+                         digest=self.digest().hexdigest, rows=len(self.items), context=context)
+
+
+def _by_stem(uri: str, flt: CorpusFilter) -> dict[str, ObjectInfo]:
+    """{key without extension: listed object} for the files under ``uri`` that pass ``flt``."""
+    return {posixpath.splitext(info.key)[0]: info for info in iter_objects(uri, flt)}
+
+
+def _versions(*objects: ObjectInfo) -> str:
+    return "\t".join(f"{info.size}:{info.etag}" for info in objects)
+
+
+def _voc_pairs(source: LabelledSource) -> list[_Pair]:
     split_uri = storage.join(source.uri, "ImageSets", "Segmentation", f"{source.split}.txt")
     try:
         ids = storage.read_bytes(split_uri).decode().split()
@@ -83,25 +120,27 @@ def _voc_pairs(source: LabelledSource) -> list[tuple[str, str]]:
         if image_id not in images:
             raise LabelError(f"{split_uri} lists {image_id!r} but JPEGImages/ has no image {image_id}.<ext>")
         if image_id not in masks:
-            raise LabelError(f"no mask for image {images[image_id]} (expected SegmentationClass/{image_id}.png)")
-        pairs.append((images[image_id], masks[image_id]))
+            raise LabelError(f"no mask for image {images[image_id].uri} (expected SegmentationClass/{image_id}.png)")
+        image, mask = images[image_id], masks[image_id]
+        pairs.append((image.uri, mask.uri, _versions(image, mask)))
     return pairs
 
 
-def _paired_pairs(source: LabelledSource) -> list[tuple[str, str]]:
+def _paired_pairs(source: LabelledSource) -> list[_Pair]:
     images_uri, masks_uri = storage.join(source.uri, "images"), storage.join(source.uri, "masks")
     if storage.exists(storage.join(images_uri, source.split)):
         images_uri, masks_uri = storage.join(images_uri, source.split), storage.join(masks_uri, source.split)
     masks = _by_stem(masks_uri, _MASK_FILTER)
     pairs = []
-    for stem, image_uri in sorted(_by_stem(images_uri, CorpusFilter()).items()):
+    for stem, image in sorted(_by_stem(images_uri, CorpusFilter()).items()):
         if stem not in masks:
-            raise LabelError(f"no mask for image {image_uri} (expected {storage.join(masks_uri, stem)}.png)")
-        pairs.append((image_uri, masks[stem]))
+            raise LabelError(f"no mask for image {image.uri} (expected {storage.join(masks_uri, stem)}.png)")
+        pairs.append((image.uri, masks[stem].uri, _versions(image, masks[stem])))
     return pairs
 
 
-def _manifest_pairs(source: LabelledSource) -> list[tuple[str, str]]:
+def _manifest_pairs(source: LabelledSource) -> list[_Pair]:
+    """The manifest's rows; ``mask_sha256`` (as `import_labels.py` writes it), when present, versions each mask."""
     filesystem, path = storage.resolve(source.uri)
     try:
         table = storage.run_io(source.uri, lambda: pq.read_table(path, filesystem=filesystem))
@@ -116,23 +155,29 @@ def _manifest_pairs(source: LabelledSource) -> list[tuple[str, str]]:
     for row in rows:
         if not row["mask_uri"]:
             raise LabelError(f"no mask for image {row['image_uri']} in {source.uri}")
-    return [(row["image_uri"], row["mask_uri"]) for row in rows]
+    return [(row["image_uri"], row["mask_uri"], row.get(MASK_SHA256) or "") for row in rows]
 
 
-def list_labelled_pairs(source: LabelledSource) -> list[tuple[str, str]]:
-    """The (image URI, mask URI) pairs of ``source.split``; raises `LabelError` if one lacks its mask."""
+def list_labelled(source: LabelledSource) -> LabelledListing:
+    """The pairs of ``source.split`` and their digest; raises `LabelError` if one lacks its mask."""
     layout = detect_layout(source)
     pairs = {"voc": _voc_pairs, "paired": _paired_pairs, "manifest": _manifest_pairs}[layout](source)
     if not pairs:
         raise LabelError(f"no image/mask pairs for split {source.split!r} in {source.uri} ({layout} layout)")
-    return pairs
+    return LabelledListing(source=source, items=pairs)
 
 
-def read_labelled(source: LabelledSource, *, fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
-                  rows_per_block: int = DEFAULT_ROWS_PER_BLOCK, retry: RetryPolicy = DEFAULT_RETRY,
-                  fetch_cpus: float = FETCH_TASK_CPUS) -> ray.data.Dataset:
-    """The pairs of ``source`` as a dataset: image_uri, mask_uri, image_bytes, mask_bytes, error."""
-    pairs = list_labelled_pairs(source)
+def list_labelled_pairs(source: LabelledSource) -> list[tuple[str, str]]:
+    """The (image URI, mask URI) pairs of ``source.split``; raises `LabelError` if one lacks its mask."""
+    return list_labelled(source).pairs
+
+
+def read_labelled(source: LabelledSource | list[tuple[str, str]], *,
+                  fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY, rows_per_block: int = DEFAULT_ROWS_PER_BLOCK,
+                  retry: RetryPolicy = DEFAULT_RETRY, fetch_cpus: float = FETCH_TASK_CPUS) -> ray.data.Dataset:
+    """The pairs of ``source`` (or pairs listed already) as a dataset of
+    image_uri, mask_uri, image_bytes, mask_bytes, error."""
+    pairs = list_labelled_pairs(source) if isinstance(source, LabelledSource) else source
     listed = ray.data.from_items([{"image_uri": image, "mask_uri": mask} for image, mask in pairs],
                                  override_num_blocks=max(1, -(-len(pairs) // rows_per_block)))
     return attach_bytes(listed, columns={"image_uri": "image_bytes", "mask_uri": "mask_bytes"},

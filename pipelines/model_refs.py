@@ -24,6 +24,8 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Mapping
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -126,6 +128,14 @@ def resolve_model_reference(reference: str, *, download_dir: str | None = None,
 def set_model_alias(name: str, alias: str, version: str, *, tracking_uri: str | None = None) -> None:
     """Point ``models:/name@alias`` at ``version`` (moving it if it pointed elsewhere)."""
     mlflow_client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def set_model_version_tags(name: str, version: str, tags: Mapping[str, Any], *,
+                           tracking_uri: str | None = None) -> None:
+    """Tag version ``version`` of registered model ``name``: what the registry page shows beside the version."""
+    client = mlflow_client(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
 
 
 def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> str | None:

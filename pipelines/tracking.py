@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import mlflow
@@ -41,6 +41,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
 from pipelines.errors import UserError
+from pipelines.lineage import DataInput
 
 DEFAULT_EXPERIMENT = "fcn-pipeline"
 LOCAL_STORE_NAME = "mlruns.db"
@@ -327,6 +328,11 @@ class TrackedRun:
         mlflow_client(self.tracking_uri).log_batch(self.run_id, tags=[
             RunTag(key, str(value)) for key, value in redact_mapping(tags).items()])
 
+    def log_inputs(self, inputs: Sequence[DataInput]) -> None:
+        """Record the datasets the run read (`pipelines.lineage`), with their digests, as its MLflow inputs."""
+        mlflow_client(self.tracking_uri).log_inputs(self.run_id, datasets=[
+            dataclasses.replace(data, source=redact(data.source)).to_mlflow() for data in inputs])
+
 
 class DisabledRun:
     """What ``start_run`` yields under ``--no-tracking``: the same methods, recording nothing."""
@@ -350,6 +356,9 @@ class DisabledRun:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_inputs(self, inputs: Sequence[DataInput]) -> None:
         pass
 
 
@@ -381,7 +390,8 @@ def start_run(settings: TrackingSettings, run_name: str, params: Any, tags: Mapp
 
 
 _MODEL_REFS_NAMES = frozenset({"LoggedModel", "ResolvedModel", "get_model_version_by_alias",
-                               "log_checkpoint_model", "resolve_model_reference", "set_model_alias"})
+                               "log_checkpoint_model", "resolve_model_reference", "set_model_alias",
+                               "set_model_version_tags"})
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,7 @@ PROMOTION_JSON = "promotion.json"
 
 
 class IncomparableModelsError(UserError):
-    """The models predict different classes, so their per-class scores cannot be compared."""
+    """The models predict different classes, or were scored on different data: their scores cannot be compared."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class CompareConfig:
     models: tuple[str, ...]
     evaluation: EvaluationConfig
     promote: bool = False
+    allow_different_data: bool = False  # compare scores even when the held-out pairs changed between evaluations
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -76,6 +77,20 @@ def _check_same_classes(models: list[ResolvedModel]) -> None:
                                           f"{expected}; compare models trained on the same classes")
 
 
+def check_same_data(evaluations: list[ModelEvaluation], *, allow: bool) -> None:
+    """Refuse scores computed on different held-out pairs, unless ``allow``.
+
+    Each evaluation lists the held-out set itself, so a prefix that grows or a mask corrected while
+    a comparison runs gives the models different data, and a difference in mean IU would say as
+    much about the data as about the models.
+    """
+    digests = {evaluation.data.digest: evaluation for evaluation in evaluations}
+    if len(digests) > 1 and not allow:
+        described = "; ".join(f"{e.label}: {e.data.rows} pairs, digest {digest}" for digest, e in digests.items())
+        raise IncomparableModelsError(f"the held-out data changed between evaluations ({described}); rerun once "
+                                      "it is stable, or pass --allow-different-data to compare anyway")
+
+
 def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print) -> ComparisonResult:
     """Evaluate ``config.models`` (and the champion when promoting), compare, and maybe promote.
 
@@ -104,6 +119,7 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
                                       output=storage.join(output, "evaluations", folder) if output else None)
                        for model, folder in zip(models, folders)]
 
+    check_same_data(evaluations, allow=config.allow_different_data)
     decision = None
     if name is not None:
         champion = next((e for e in evaluations if e.model.version == champion_version), None)

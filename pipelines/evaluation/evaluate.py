@@ -36,7 +36,8 @@ from pipelines import tracking
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
-from pipelines.labelled import LabelledSource, read_labelled
+from pipelines.labelled import LabelledListing, LabelledSource, list_labelled, read_labelled
+from pipelines.lineage import DataInput
 from pipelines.model_refs import ResolvedModel, resolve_model_reference
 from pipelines.plots import confusion_matrix_png
 from pipelines.resources import ResourcePlan, plan_for_cluster
@@ -45,6 +46,8 @@ from pipelines.segmentation.keys import column_suffixes
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
 PER_CLASS_IU_JSON = "per_class_iu.json"
+DATA_DIGEST_TAG = "data_digest"  # on an evaluation run: the digest of the pairs it scored
+HELDOUT_DIGEST_TAG = "heldout_data_digest"  # on a registered version: the same, beside heldout_mean_iu
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ModelEvaluation:
     images: int
     images_per_second: float  # after warm-up (see the module docstring); NaN when too few batches
     parameters: int
+    data: DataInput  # the held-out pairs scored, with their digest (`pipelines.lineage`)
     run_id: str | None = None
 
     @property
@@ -112,17 +116,19 @@ def evaluation_plan(config: EvaluationConfig) -> ResourcePlan:
                             gpus_per_actor=config.gpus_per_actor)
 
 
-def _decoded_pairs(config: EvaluationConfig, *, num_classes: int, plan: ResourcePlan,
-                   limit: int | None) -> ray.data.Dataset:
-    """The CPU stages of the graph above (read_labelled, decode_pairs) over the first ``limit`` pairs (None: all)."""
+def list_evaluation_pairs(config: EvaluationConfig) -> LabelledListing:
+    """The held-out pairs an evaluation of ``config`` scores: its split, the first ``--limit`` of them."""
+    return list_labelled(LabelledSource(config.data, layout=config.layout, split=config.split)).first(config.limit)
+
+
+def _decoded_pairs(config: EvaluationConfig, listed: list[tuple[str, str]], *, num_classes: int,
+                   plan: ResourcePlan) -> ray.data.Dataset:
+    """The CPU stages of the graph above (read_labelled, decode_pairs) over the ``listed`` pairs."""
     # A block per batch: even a small set spreads over every actor of the pool.
-    pairs = read_labelled(LabelledSource(config.data, layout=config.layout, split=config.split),
-                          rows_per_block=config.batch_size)
+    pairs = read_labelled(listed, rows_per_block=config.batch_size)
     # A bad pair raises LabelError in a task; unwrapped, it reaches the job's runner as itself (one clear
     # line) instead of a UserCodeException that has lost it. Later stages inherit the setting.
     pairs.context.raise_original_map_exception = True
-    if limit is not None:
-        pairs = pairs.limit(limit)
     return pairs.map_batches(decode_pairs, fn_kwargs={"num_classes": num_classes, "max_pixels": config.max_pixels},
                              batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
 
@@ -137,19 +143,17 @@ def warm_up_input_stages(config: EvaluationConfig, *, num_classes: int) -> None:
     start as many workers as they can run at once; later tasks of the job reuse them.
     """
     plan = evaluation_plan(config)
-    limit = config.batch_size * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    if config.limit is not None:
-        limit = min(limit, config.limit)
-    _decoded_pairs(config, num_classes=num_classes, plan=plan, limit=limit).count()
+    first = list_evaluation_pairs(config).pairs[:config.batch_size * max(1, int(ray.cluster_resources().get("CPU", 1)))]
+    _decoded_pairs(config, first, num_classes=num_classes, plan=plan).count()
 
 
-def score_labelled_set(checkpoint_path: str, config: EvaluationConfig,
+def score_labelled_set(checkpoint_path: str, pairs: list[tuple[str, str]], config: EvaluationConfig,
                        plan: ResourcePlan) -> tuple[ConfusionMatrix, int, float]:
-    """Run the graph above: (summed confusion matrix, number of images, images per second after warm-up)."""
+    """Run the graph above over ``pairs``: (summed confusion matrix, number of images, images/s after warm-up)."""
     num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
     with open(checkpoint_path, "rb") as handle:
         checkpoint_ref = ray.put(handle.read())
-    decoded = _decoded_pairs(config, num_classes=num_classes, plan=plan, limit=config.limit)
+    decoded = _decoded_pairs(config, pairs, num_classes=num_classes, plan=plan)
     scored = decoded.map_batches(
         CountConfusion,
         fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
@@ -182,7 +186,10 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
                    log: Callable[[str], None] = print) -> ModelEvaluation:
     """Score ``model`` on ``config``'s labelled set in its own MLflow run (metrics, plot, JSON).
 
-    output: a folder or URI to write the run's files to as well, or None. Needs a connected Ray.
+    The run records the held-out set as its input, with the digest of the pairs it listed; a
+    registered version also gets them as tags (`HELDOUT_TAGS`), beside its score, so the registry
+    page of a version says on what data it scored what. output: a folder or URI to write the run's
+    files to as well, or None. Needs a connected Ray.
     """
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
     class_names = tuple(read_checkpoint_metadata(model.checkpoint_path).class_names)
@@ -190,13 +197,22 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
               "model_run_id": model.run_id, **config.to_dict(), "actors": plan.num_actors,
               "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}
+    listing = list_evaluation_pairs(config)
+    data = listing.data_input("evaluation")
     with tracking.start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
-        confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, config, plan)
+        run.log_inputs([data])
+        run.set_tags({DATA_DIGEST_TAG: data.digest})
+        confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, listing.pairs, config, plan)
         evaluation = ModelEvaluation(model=model, class_names=class_names, confusion=confusion, images=images,
                                      images_per_second=images_per_second,
-                                     parameters=count_parameters(model.checkpoint_path), run_id=run.run_id)
+                                     parameters=count_parameters(model.checkpoint_path), data=data, run_id=run.run_id)
         run.log_metrics(evaluation.metrics())
         publish_files(evaluation_files(evaluation), run, output)
+        if run.enabled and model.name and model.version:
+            tracking.set_model_version_tags(model.name, model.version, {
+                "heldout_data": f"{config.split} split of {config.data}", HELDOUT_DIGEST_TAG: data.digest,
+                "heldout_mean_iu": f"{evaluation.mean_iu:.4f}", "heldout_run_id": run.run_id},
+                tracking_uri=settings.tracking_uri)
     speed = (f"{evaluation.images_per_second:.1f} images/s" if math.isfinite(evaluation.images_per_second)
              else "images/s not measured (no batch after the actors' first)")
     log(f"{evaluation.label}: mean IU {evaluation.mean_iu:.4f} on {images} images of {config.data} "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pipelines.errors import UserError
 from pipelines.evaluation.evaluate import ModelEvaluation
-from pipelines.model_refs import set_model_alias
+from pipelines.model_refs import set_model_alias, set_model_version_tags
 
 CHAMPION_ALIAS = "champion"
 REGISTRY_PREFIX = "models:/"
@@ -105,6 +105,16 @@ def decide_promotion(name: str, candidates: Sequence[ModelEvaluation],
 
 
 def apply_promotion(decision: PromotionDecision, *, tracking_uri: str) -> None:
-    """Point the champion alias at the best model's version, if the decision says so."""
-    if decision.promote:
-        set_model_alias(decision.name, CHAMPION_ALIAS, decision.best.model.version, tracking_uri=tracking_uri)
+    """Point the champion alias at the best model's version, if the decision says so.
+
+    The new champion's version is tagged with the version it replaced and by how much it beat it,
+    on which held-out data: "how much better than the last one" on its registry page.
+    """
+    if not decision.promote:
+        return
+    best, champion = decision.best, decision.champion
+    set_model_alias(decision.name, CHAMPION_ALIAS, best.model.version, tracking_uri=tracking_uri)
+    set_model_version_tags(decision.name, best.model.version, {
+        "promoted_over_version": "none" if champion is None else champion.model.version,
+        "promoted_mean_iu_gain": "n/a" if champion is None else f"{best.mean_iu - champion.mean_iu:+.4f}",
+        "promoted_on_data_digest": best.data.digest}, tracking_uri=tracking_uri)

@@ -21,6 +21,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.lineage import SetDigest
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.stats import ERROR, OK
 from pipelines.segmentation.table import StatsTable, Totals
@@ -62,6 +63,7 @@ class StatsCommitter:
         self.received: set[bytes] = set()
         self.totals = Totals(class_pixels=dict.fromkeys(class_names, 0))
         self.sample: list[dict] = []  # the first good rows, for previews
+        self.labelled = SetDigest()  # of the images this run labelled: the run's MLflow input
         self.writer = uuid.uuid4().hex  # tells this committer's commits from any other's
         self.commits = 0
         self.attempt: tuple[str, int] | None = None  # (sequence, batches) of a failed commit that may have landed
@@ -76,6 +78,8 @@ class StatsCommitter:
         self.pending.append(rows)
         self.pending_since = self.pending_since or time.monotonic()
         self.totals = self.totals.plus(batch_totals(rows, self.class_names))
+        self.labelled.add(f"{uri}\t{etag or ''}" for uri, etag in
+                          zip(rows.column("image_uri").to_pylist(), rows.column("etag").to_pylist()))
         if len(self.sample) < self.sample_rows:
             good = rows.filter(pc.equal(rows.column("status"), OK)).select(["image_uri", "mask_uri"])
             self.sample += good.slice(0, self.sample_rows - len(self.sample)).to_pylist()
@@ -90,7 +94,7 @@ class StatsCommitter:
         if self.commits:
             self.version = self.table.compact(partition=self.partition)
         return {"ok": self.totals.ok, "error": self.totals.error, "totals": self.totals, "version": self.version,
-                "commits": self.commits, "sample": self.sample}
+                "commits": self.commits, "sample": self.sample, "labelled": self.labelled}
 
     def _commit(self) -> None:
         """Commit the pending batches as the next commit of this committer's sequence.

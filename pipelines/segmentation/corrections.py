@@ -1,6 +1,7 @@
 """Corrected masks as a labelled set, in the manifest layout that training and evaluation read (`pipelines.labelled`).
 
-    DEST/manifest.parquet   image_uri (the original image: nothing is copied) and mask_uri, a row an image
+    DEST/manifest.parquet   image_uri (the original image: nothing is copied), mask_uri and mask_sha256 (the
+                            mask's content hash, so the set's digest changes with any corrected mask), a row an image
     DEST/masks/<mask key>   each corrected mask, a palette PNG named after its image's key (`mask_key_for`)
     DEST/labelmap.txt       the output's, which names the classes for train_fcn.py
 
@@ -12,6 +13,7 @@ in one piece. Importing the same export again writes the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 from fcn_core.masks import LABELMAP_NAME, encode_mask_png, labelmap_class_names
 from pipelines import storage
 from pipelines.errors import ConfigError, UserError
+from pipelines.labelled import MASK_SHA256
 from pipelines.segmentation.exports import CorrectionError, read_corrections
 from pipelines.segmentation.keys import MASKS_DIR, mask_key_for
 
@@ -63,9 +66,9 @@ def import_corrections(output_uri: str, source_uri: str, destination_uri: str, *
     labelmap = storage.read_bytes(storage.join(output_uri, LABELMAP_NAME))
     _check_classes(destination, labelmap, output_uri)
     manifest_uri = storage.join(destination, MANIFEST_NAME)
-    pairs = _read_manifest(manifest_uri)  # image URI -> mask URI
-    owners = {mask_uri: image_uri for image_uri, mask_uri in pairs.items()}
-    imported: dict[str, str] = {}
+    pairs = _read_manifest(manifest_uri)  # image URI -> (mask URI, mask SHA-256)
+    owners = {mask_uri: image_uri for image_uri, (mask_uri, _) in pairs.items()}
+    imported: dict[str, tuple[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="corrections-") as staging:
         staged: dict[str, str] = {}  # mask URI -> local file; an image corrected twice in one export: the later
         for correction in corrections:
@@ -75,9 +78,10 @@ def import_corrections(output_uri: str, source_uri: str, destination_uri: str, *
                 raise CorrectionError(f"{mask_uri} already holds the mask of {owner}, and {correction.image_uri} has "
                                       "the same key: import each output's corrections into a labelled set of its own")
             path = staged.setdefault(mask_uri, os.path.join(staging, f"{len(staged)}.png"))
+            png = encode_mask_png(correction.mask)
             with open(path, "wb") as handle:
-                handle.write(encode_mask_png(correction.mask))
-            imported[correction.image_uri] = mask_uri
+                handle.write(png)
+            imported[correction.image_uri] = (mask_uri, hashlib.sha256(png).hexdigest())
         if not imported:
             raise UserError(f"no corrected masks in {source_uri} (tasks nobody annotated are left out)")
         with ThreadPoolExecutor(_UPLOAD_CONCURRENCY) as pool:
@@ -106,23 +110,27 @@ def _check_classes(destination: str, labelmap: bytes, output_uri: str) -> None:
                               f"{', '.join(incoming)}: import into a labelled set of its own")
 
 
-def _read_manifest(uri: str) -> dict[str, str]:
-    """{image URI: mask URI} of the manifest at ``uri``; empty when there is none yet."""
+def _read_manifest(uri: str) -> dict[str, tuple[str, str]]:
+    """{image URI: (mask URI, mask SHA-256)} of the manifest at ``uri``; empty when there is none yet."""
     if not storage.exists(uri):
         return {}
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["image_uri", "mask_uri"])
-    except (pa.ArrowException, ValueError) as error:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        images, masks = table.column("image_uri").to_pylist(), table.column("mask_uri").to_pylist()
+    except (pa.ArrowException, ValueError, KeyError) as error:
         raise UserError(f"{uri} is not a manifest of image_uri and mask_uri ({error}): import into another "
                         "place") from None
-    return dict(zip(table.column("image_uri").to_pylist(), table.column("mask_uri").to_pylist()))
+    hashes = (table.column(MASK_SHA256).to_pylist() if MASK_SHA256 in table.column_names
+              else [""] * table.num_rows)  # a manifest written before masks were hashed
+    return {image: (mask, sha or "") for image, mask, sha in zip(images, masks, hashes)}
 
 
-def _manifest_bytes(pairs: dict[str, str]) -> bytes:
+def _manifest_bytes(pairs: dict[str, tuple[str, str]]) -> bytes:
     """The manifest's Parquet bytes, rows by image URI: the same pairs always give the same bytes."""
     images = sorted(pairs)
     table = pa.table({"image_uri": pa.array(images, pa.string()),
-                      "mask_uri": pa.array([pairs[image] for image in images], pa.string())})
+                      "mask_uri": pa.array([pairs[image][0] for image in images], pa.string()),
+                      MASK_SHA256: pa.array([pairs[image][1] for image in images], pa.string())})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     return buffer.getvalue()

@@ -1,8 +1,9 @@
-"""The review page: a night's least confident images as one static HTML page, thumbnails beside it.
+"""The review page: a night's review list as one static HTML page, thumbnails beside it.
 
-``OUTPUT/review/date=DATE/index.html`` lists the images of the night's review list, least confident
-first: the photo, its mask over it, the share and mean confidence of each class it holds, and its
-URI. Thumbnails are small JPEGs under ``thumbs/`` next to the page and referenced by relative
+``OUTPUT/review/date=DATE/index.html`` lists the images of the night's review list, most
+doubtful first (`pipelines.segmentation.review.ReviewRule`): the photo, its mask over it, why it
+is listed, its confidence and novelty, the share and mean confidence of each class it holds, and
+its URI. Thumbnails are small JPEGs under ``thumbs/`` next to the page and referenced by relative
 paths, so the folder opens offline, copied anywhere, from the object store (through any static
 file server, or a presigned URL per file) and as an MLflow artifact. A line at the top says how
 many thumbnails the browser could load, so a page opened away from its thumbnails says so.
@@ -13,6 +14,7 @@ import html
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -20,6 +22,9 @@ from PIL import Image
 from fcn_core.masks import decode_mask_png, overlay
 from pipelines import storage
 from pipelines.decode import ImageDecodeError, decode_for_inference
+
+if TYPE_CHECKING:  # review.py imports this module
+    from pipelines.segmentation.review import ReviewRule
 
 THUMBNAIL_SIDE = 256
 PAGE_LIMIT = 200  # images on the page; the CSV beside it lists them all
@@ -33,6 +38,8 @@ class ReviewedImage:
     image_uri: str
     mask_uri: str
     mean_confidence: float
+    novelty: float | None  # None: the model carries no novelty reference
+    reason: str  # why it is on the list
     shares: dict[str, float]  # class -> fraction of the image's pixels
     confidences: dict[str, float | None]  # class -> mean confidence over its pixels
 
@@ -56,7 +63,7 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 
 
 def render_page(date: str, images: list[ReviewedImage], thumbnail_names: list[tuple[str, str] | None], *,
-                threshold: float, listed: int) -> str:
+                rule: ReviewRule, listed: int) -> str:
     """The page's HTML; ``thumbnail_names[i]`` is (photo, overlay) relative to the page, or None if unreadable."""
     lines = []
     for rank, (image, names) in enumerate(zip(images, thumbnail_names), start=1):
@@ -68,9 +75,11 @@ def render_page(date: str, images: list[ReviewedImage], thumbnail_names: list[tu
                     f"<td><img src='{names[0]}' alt='photo {rank}'></td>"
                     f"<td><img src='{names[1]}' alt='mask {rank}'></td>")
         uri = html.escape(image.image_uri)
-        lines.append(f"<tr><td>{rank}</td>{pictures}<td><b>{image.mean_confidence:.3f}</b></td>"
+        novelty = "—" if image.novelty is None else f"{image.novelty:.2f}"
+        lines.append(f"<tr><td>{rank}</td>{pictures}<td>{html.escape(image.reason)}</td>"
+                     f"<td><b>{image.mean_confidence:.3f}</b></td><td><b>{novelty}</b></td>"
                      f"<td>{classes}</td><td class=uri><a href='{uri}'>{uri}</a></td></tr>")
-    shown = f"the {len(images)} least confident shown" if listed > len(images) else "all shown"
+    shown = f"the {len(images)} most doubtful shown" if listed > len(images) else "all shown"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Review {html.escape(date)}</title>
 <style>
@@ -83,10 +92,14 @@ img {{ max-width: {THUMBNAIL_SIDE}px; max-height: {THUMBNAIL_SIDE}px; display: b
 </style></head>
 <body>
 <h1>Review list {html.escape(date)}</h1>
-<p>{listed} images below mean confidence {threshold:g} ({shown}), least confident first. Mean confidence is the
-average over an image's pixels of its winning class's softmax probability.</p>
+<p>{listed} images with mean confidence below {rule.confidence_below:g} or novelty above {rule.novelty_above:g}
+({shown}), most doubtful first. Mean confidence is the average over an image's pixels of its winning class's
+softmax probability: low when the model hesitates between classes. Novelty says how unlike the model's training
+images an image is (its colours and texture): 1 is as far out as the 1% most unusual training images, 2 twice as
+far. On images unlike any it was trained on a model can be confident and wrong, so novelty lists them too.</p>
 <p id=thumbnail-status>loading thumbnails...</p>
-<table><tr><th>#</th><th>photo</th><th>mask</th><th>confidence</th><th>classes (share, confidence)</th>
+<table><tr><th>#</th><th>photo</th><th>mask</th><th>why</th><th>confidence</th><th>novelty</th>
+<th>classes (share, confidence)</th>
 <th>image</th></tr>
 {chr(10).join(lines)}
 </table>
@@ -106,11 +119,11 @@ window.addEventListener("load", () => {{
 """
 
 
-def write_review_page(folder_uri: str, date: str, images: list[ReviewedImage], *, threshold: float,
+def write_review_page(folder_uri: str, date: str, images: list[ReviewedImage], *, rule: ReviewRule,
                       listed: int) -> dict[str, bytes]:
     """Write ``folder_uri/index.html`` and ``folder_uri/thumbs/*.jpg``; returns them by relative name.
 
-    At most `PAGE_LIMIT` images (the caller passes them least confident first). Thumbnails are made
+    At most `PAGE_LIMIT` images (the caller passes them most doubtful first). Thumbnails are made
     a few at a time (decoding releases the GIL); an image or mask that can no longer be read gets a
     line saying so instead of a reason for the night's run to fail.
     """
@@ -133,7 +146,7 @@ def write_review_page(folder_uri: str, date: str, images: list[ReviewedImage], *
         photo, painted = f"thumbs/{rank:04d}-photo.jpg", f"thumbs/{rank:04d}-mask.jpg"
         files[photo], files[painted] = pair
         names.append((photo, painted))
-    files["index.html"] = render_page(date, shown, names, threshold=threshold, listed=listed).encode()
+    files["index.html"] = render_page(date, shown, names, rule=rule, listed=listed).encode()
     for name, data in files.items():
         storage.write_bytes_atomic(storage.join(folder_uri, name), data)
     return files

@@ -34,6 +34,7 @@ from pipelines.corpus import (
     plan_listing,
 )
 from pipelines.errors import UserError
+from pipelines.lineage import DataInput, SetDigest
 from pipelines.listing import CorpusFilter, ObjectInfo
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
@@ -56,7 +57,8 @@ SUMMARY_NAME = "summary.json"
 # tasks; only the new objects are then regrouped into the fetch stage's small blocks.
 LEDGER_ROWS_PER_BLOCK = 65_536
 # `StatsCommitter.finish` of a run that had nothing to segment.
-NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": []}
+NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": [],
+                     "labelled": SetDigest()}
 PROGRESS_POLL_S = 1.0
 
 
@@ -337,6 +339,9 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                                 zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
             run.log_dict(summary, "summary.json")
             run.log_dict(config.to_dict(), "config.json")
+            labelled = this_run["labelled"]
+            run.log_inputs([DataInput(name=f"images labelled from {config.input}", source=config.input,
+                                      digest=labelled.hexdigest, rows=labelled.count, context="segmentation")])
             if run.enabled and config.previews:
                 # This run's own rows first; the table is read only when the run has too few of them.
                 rows = this_run["sample"]

@@ -20,6 +20,9 @@ from pipelines.inference import DeviceModel, group_by_shape
 class SegmentImages:
     """Actor-pool stage: holds one model and turns prepared images into masks and statistics.
 
+    Statistics include each image's novelty (`fcn_core.novelty`, from the image the model saw), when
+    the checkpoint carries a reference.
+
     Images in a batch are grouped by their (inference) shape and each group runs as one forward
     pass (``pipelines.inference``: no padding, so an image's mask never depends on which other
     images shared its batch; a corpus of same-sized images runs in full batches).
@@ -37,6 +40,7 @@ class SegmentImages:
         masks = [np.zeros((0, 0), dtype=np.uint8)] * count
         pixels = np.zeros((count, num_classes), dtype=np.int64)
         confidence_sum = np.zeros((count, num_classes), dtype=np.float64)
+        novelty = np.full(count, np.nan)  # NaN: an error row, or a model without a novelty reference
         good = [index for index in range(count) if not is_error(batch["error"][index])]
         for group in group_by_shape([batch["image"][index] for index in good]):
             indices = [good[position] for position in group]
@@ -46,8 +50,10 @@ class SegmentImages:
                 masks[index] = prediction.mask
                 pixels[index] = prediction.pixels
                 confidence_sum[index] = prediction.confidence_sum
+                if self.model.novelty is not None:
+                    novelty[index] = self.model.novelty.novelty(batch["image"][index])
         output = {name: batch[name] for name in ("uri", "key", "etag", "size", "height", "width", "error")}
-        output.update(mask=object_array(masks), pixels=pixels, confidence_sum=confidence_sum)
+        output.update(mask=object_array(masks), pixels=pixels, confidence_sum=confidence_sum, novelty=novelty)
         if self.progress is not None:
             self.progress.add.remote(count, count - len(good))
         return output

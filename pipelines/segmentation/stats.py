@@ -42,6 +42,7 @@ def stats_schema(class_names: list[str]) -> pa.Schema:
         pa.field("run_id", pa.string()),
         pa.field("processed_at", pa.timestamp("ms", tz="UTC")),
         pa.field("mean_confidence", pa.float32()),
+        pa.field("novelty", pa.float32()),
     ]
     for suffix in column_suffixes(class_names):
         fields += [
@@ -57,8 +58,8 @@ def build_stats_table(batch: dict[str, np.ndarray], mask_uris: list[str | None],
     """Rows for one batch of segmented images.
 
     ``batch`` holds ``uri, key, etag, size, height, width, error`` (error None for good rows),
-    ``pixels`` (N, C) and ``confidence_sum`` (N, C). Error rows keep their identity and reason and
-    leave every measurement null.
+    ``pixels`` (N, C), ``confidence_sum`` (N, C) and ``novelty`` (N,), NaN or left out where unknown.
+    Error rows keep their identity and reason and leave every measurement null.
     """
     count = len(batch["uri"])
     ok = np.array([not is_error(error) for error in batch["error"]], dtype=bool)
@@ -83,6 +84,8 @@ def build_stats_table(batch: dict[str, np.ndarray], mask_uris: list[str | None],
         "processed_at": [processed_at] * count,
         "mean_confidence": [float(c.sum() / max(p.sum(), 1)) if good else None
                             for c, p, good in zip(confidence_sum, pixels, ok)],
+        "novelty": [float(v) if good and not np.isnan(v) else None
+                    for v, good in zip(np.asarray(batch.get("novelty", np.full(count, np.nan)), dtype=np.float64), ok)],
     }
     for index, suffix in enumerate(column_suffixes(class_names)):
         columns[f"pixels_{suffix}"] = [int(v) if good else None for v, good in zip(pixels[:, index], ok)]

@@ -39,6 +39,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     class_names: tuple[str, ...] | None = None  # None: from the corpus's labelmap.txt
+    mix_in: str | None = None  # a second labelled set (e.g. imported corrections) added to the training split
+    mix_repeat: int = 1  # how many times each pair of mix_in appears per epoch
 
     variant: str = "fcn8s"
     backbone: str = "vgg16"
@@ -95,7 +97,7 @@ class TrainConfig:
             _positive("--cpus-per-worker", self.cpus_per_worker)
         for flag, value in (("--num-workers", self.num_workers), ("--epochs", self.epochs),
                             ("--batch-size", self.batch_size), ("--val-every", self.val_every),
-                            ("--keep-checkpoints", self.keep_checkpoints)):
+                            ("--keep-checkpoints", self.keep_checkpoints), ("--mix-repeat", self.mix_repeat)):
             if int(value) != value or value < 1:
                 raise ConfigError(f"{flag} must be a whole number of at least 1, got {value}")
         if self.crop_size < 16:

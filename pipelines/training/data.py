@@ -15,18 +15,29 @@ dropping a single image, so the metrics cover all of it.
 """
 from __future__ import annotations
 
+import dataclasses
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
 import ray.data
 from ray.train import DataConfig
 
 from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
+from fcn_core.novelty import NoveltyReference
 from pipelines import storage
+from pipelines.decode import ImageDecodeError, decode_for_inference
 from pipelines.errors import ConfigError
-from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, read_labelled
+from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, list_labelled, read_labelled
+from pipelines.lineage import DataInput
 from pipelines.training.config import TrainConfig
 from pipelines.training.resources import DATA_CPUS
 
 TRAIN, VAL = "train", "val"  # the names of the Ray datasets the training loop reads
+REFERENCE_IMAGES = 256  # training images the novelty reference is fitted on
+REFERENCE_MAX_SIDE = 1024  # as segment_bucket.py's default --max-side: the size inference sees
+_REFERENCE_READERS = 16  # parallel reads: on an object store each waits on latency
 
 
 def decode_rows(batch: dict[str, np.ndarray], num_classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -49,21 +60,76 @@ def decode_rows(batch: dict[str, np.ndarray], num_classes: int) -> tuple[list[np
     return images, masks
 
 
-def read_split(config: TrainConfig, split: str) -> ray.data.Dataset:
-    """The fetched pairs of one split of `config.data`; a missing mask is a LabelError right here.
+@dataclass(frozen=True)
+class TrainingData:
+    """The pairs a run trains and validates on, listed once on the driver, and what MLflow records of them."""
 
-    Fetch tasks ask for `DATA_CPUS`, the share CPU workers leave free, so they run beside training.
+    train: list[tuple[str, str]]  # the training split, then --mix-in's pairs --mix-repeat times
+    val: list[tuple[str, str]]
+    inputs: list[DataInput]  # each set read, with its digest (`pipelines.lineage`)
+    train_digest: str  # of everything trained on: the split and the mixed-in copies
+
+
+def list_training_data(config: TrainConfig, class_names: list[str]) -> TrainingData:
+    """List the splits of ``config.data`` and the pairs of ``config.mix_in``; LabelError for a missing mask.
+
+    The mixed-in set (e.g. `import_labels.py`'s corrections: a manifest without splits, so all of it)
+    is added to the training split only, so validation stays comparable with earlier runs. Its
+    classes must be the corpus's.
     """
-    return read_labelled(LabelledSource(config.data, config.layout, split), fetch_cpus=DATA_CPUS)
+    base = list_labelled(LabelledSource(config.data, config.layout, config.train_split))
+    val = list_labelled(LabelledSource(config.data, config.layout, config.val_split))
+    train, digest, inputs = base.pairs, base.digest(), [base.data_input("training")]
+    if config.mix_in:
+        names = class_names_of(dataclasses.replace(config, data=config.mix_in, class_names=None), required=False)
+        if names is not None and names != class_names:
+            raise ConfigError(f"--mix-in {config.mix_in} names the classes {names}, but the training data has "
+                              f"{class_names}; mix in sets of the same classes")
+        mix = list_labelled(LabelledSource(config.mix_in, "auto", config.train_split))
+        train += mix.pairs * config.mix_repeat
+        digest = digest.plus(mix.digest(), config.mix_repeat)
+        inputs.append(mix.data_input("training"))
+    inputs.append(val.data_input("validation"))
+    return TrainingData(train=train, val=val.pairs, inputs=inputs, train_digest=digest.hexdigest)
 
 
-def class_names_of(config: TrainConfig) -> list[str]:
-    """`--class-names`, else the names in the corpus's labelmap.txt (CVAT/VOC format, `name:r,g,b::` a line)."""
+def read_split(pairs: list[tuple[str, str]]) -> ray.data.Dataset:
+    """The fetched pairs of one split (`TrainingData`): fetch tasks ask for `DATA_CPUS`, the share CPU workers
+    leave free, so they run beside training."""
+    return read_labelled(pairs, fetch_cpus=DATA_CPUS)
+
+
+def novelty_reference(pairs: list[tuple[str, str]], *, seed: int) -> NoveltyReference | None:
+    """The review signal's reference (`fcn_core.novelty`), fitted on up to REFERENCE_IMAGES training images.
+
+    Read and decoded on the driver, at most REFERENCE_MAX_SIDE on a side: a bounded cost (seconds for
+    camera photos) whatever the size of the set. None for a set too small to fit one.
+    """
+    images = sorted({image for image, _ in pairs})
+    sample = random.Random(seed).sample(images, min(len(images), REFERENCE_IMAGES))
+    with ThreadPoolExecutor(_REFERENCE_READERS) as pool:
+        contents = list(pool.map(storage.read_bytes, sample))
+    decoded = []
+    for uri, data in zip(sample, contents):
+        try:
+            decoded.append(decode_for_inference(data, max_side=REFERENCE_MAX_SIDE).pixels)
+        except ImageDecodeError as error:
+            raise LabelError(f"image {uri}: {error}") from None
+    return NoveltyReference.fit(decoded)
+
+
+def class_names_of(config: TrainConfig, *, required: bool = True) -> list[str] | None:
+    """`--class-names`, else the names in the corpus's labelmap.txt (CVAT/VOC format, `name:r,g,b::` a line).
+
+    Without a labelmap.txt: ConfigError, or None when not ``required``.
+    """
     if config.class_names:
         return list(config.class_names)
     root = config.data.rsplit("/", 1)[0] if config.data.endswith(".parquet") else config.data
     labelmap = storage.join(root, LABELMAP_NAME)
     if not storage.exists(labelmap):
+        if not required:
+            return None
         raise ConfigError(f"no {labelmap} to name the classes; pass --class-names background,...")
     names = labelmap_class_names(storage.read_bytes(labelmap).decode("utf-8"))
     if len(names) < 2 or len(set(names)) != len(names):

@@ -7,6 +7,7 @@ A resumed run (``--resume``) continues the MLflow run whose id its checkpoints c
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tempfile
@@ -20,19 +21,22 @@ import torch
 
 from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from fcn_core.models import FCN, BackboneWeightsError, build_model, initialize_from, load_backbone_weights
+from fcn_core.novelty import CONFIG_KEY as NOVELTY_KEY
 from pipelines import storage, tracking
 from pipelines.errors import ConfigError
 from pipelines.job_runner import connect_ray
 from pipelines.plots import confusion_matrix_png, per_class_iu_png
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
-from pipelines.training.data import TRAIN, VAL, class_names_of, decode_rows, read_split
+from pipelines.training.data import class_names_of, decode_rows, list_training_data, novelty_reference, read_split
 from pipelines.training.loop import LoopSettings
 from pipelines.training.reporting import prediction_panel
 from pipelines.training.resources import DATA_CPUS
 from pipelines.training.trainer import FitResult, build_trainer, fit, resolve_resources
 
 CANDIDATE_ALIAS = "candidate"
+TRAINING_DATA_KEY = "training_data"  # in the resolved config: the digest and every set read
+TRAINING_DATA_DIGEST_TAG = "training_data_digest"  # on the run and on its registered model version
 NUM_OVERLAYS = 4
 
 
@@ -60,7 +64,9 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     each = f"1 GPU and {config.cpus_per_worker:g} CPU" if config.use_gpu else f"{config.cpus_per_worker:g} CPU"
     log(f"training {config.variant} on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s) of "
         f"{each} each, {DATA_CPUS:g} CPU kept for data loading; checkpoints under {run_uri}")
-    train, val = read_split(config, TRAIN), read_split(config, VAL)
+    data = list_training_data(config, class_names)
+    train, val = read_split(data.train), read_split(data.val)
+    reference = novelty_reference(data.train, seed=config.seed)
     # A resumed run continues from its checkpoint; a new one needs the weights to start from.
     initial = None if config.resume else ray.put(_checkpoint_bytes(initial_model(config, class_names, log=log),
                                                                    class_names))
@@ -70,8 +76,13 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     tags = {"job": "train_fcn", "variant": config.variant, "data": config.data}
     with tracking.start_run(settings, config.name, params=config, tags=tags, run_id=previous_run_id) as run:
         resolved = {"training": config.to_dict(), "class_names": class_names, "mlflow_run_id": run.run_id,
-                    "ray_version": ray.__version__, "torch_version": str(torch.__version__)}
+                    "ray_version": ray.__version__, "torch_version": str(torch.__version__),
+                    TRAINING_DATA_KEY: {"digest": data.train_digest,
+                                        "inputs": [dataclasses.asdict(item) for item in data.inputs]},
+                    NOVELTY_KEY: None if reference is None else reference.to_dict()}
         run.log_dict(resolved, "config/resolved_config.json")
+        run.log_inputs(data.inputs)
+        run.set_tags({TRAINING_DATA_DIGEST_TAG: data.train_digest})
         loop_settings = LoopSettings(config=config, class_names=class_names, initial_model=initial,
                                      resolved_config=resolved, run=run)
         result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
@@ -86,6 +97,10 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
             model_uri = logged.model_uri
             if config.register_as:
                 alias_uri = f"models:/{config.register_as}@{CANDIDATE_ALIAS}"
+                tracking.set_model_version_tags(config.register_as, logged.version, {
+                    TRAINING_DATA_DIGEST_TAG: data.train_digest,
+                    "training_data": " + ".join(item.source for item in data.inputs if item.context == "training"),
+                    "val_mean_iu": f"{result.best_metrics.get('val/mean_iu', float('nan')):.4f}"})
     return TrainingOutcome(run_uri=run_uri, best_checkpoint=result.best_checkpoint,
                            best_metrics=result.best_metrics, mlflow_run_id=run.run_id, model_uri=model_uri,
                            alias_uri=alias_uri)

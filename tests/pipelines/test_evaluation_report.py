@@ -12,6 +12,7 @@ from fcn_core.metrics import ConfusionMatrix
 from pipelines.evaluation.evaluate import ModelEvaluation, evaluation_files
 from pipelines.evaluation.promotion import PromotionError, decide_promotion, promotion_name, registered_name
 from pipelines.evaluation.report import comparison_csv, comparison_files, comparison_markdown
+from pipelines.lineage import DataInput
 from pipelines.model_refs import ResolvedModel
 
 CLASSES = ("background", "disc", "pot|plant")
@@ -22,7 +23,9 @@ def _evaluation(reference: str, matrix, *, version: str | None = None, images: i
     model = ResolvedModel(checkpoint_path="/unused.pt", reference=reference,
                           name="fcn" if version else None, version=version, run_id=None)
     return ModelEvaluation(model=model, class_names=CLASSES, confusion=ConfusionMatrix.from_matrix(np.array(matrix)),
-                           images=images, images_per_second=speed, parameters=1234567)
+                           images=images, images_per_second=speed, parameters=1234567,
+                           data=DataInput(name="val split of data", source="data", digest="0" * 16, rows=images,
+                                          context="evaluation"))
 
 
 PERFECT = [[50, 0, 0], [0, 30, 0], [0, 0, 20]]
