@@ -147,12 +147,12 @@ def correct_coco(path: Path, output: SegmentedOutput, corrected: dict[str, np.nd
     path.write_text(json.dumps(coco))
 
 
-def brush_regions(mask: np.ndarray) -> list[dict]:
+def brush_regions(mask: np.ndarray, classes: tuple[str, ...] = CLASSES) -> list[dict]:
     """A region per class present, encoded by label-studio-sdk's own brush encoder."""
     return [{"id": f"r{index}", "type": "brushlabels", "from_name": BRUSH_TAG, "to_name": IMAGE_TAG,
              "original_width": mask.shape[1], "original_height": mask.shape[0], "image_rotation": 0,
              "value": {"format": "rle", "rle": mask2rle((mask == index).astype(np.uint8) * 255),
-                       "brushlabels": [CLASSES[index]]}}
+                       "brushlabels": [classes[index]]}}
             for index in sorted(set(np.unique(mask).tolist()) - {0, IGNORE_INDEX})]
 
 
@@ -162,12 +162,13 @@ def annotation(result: list[dict], number: int = 1, *, updated_at: str = "2026-1
             "created_at": "2026-11-22T09:00:00.000000Z", "updated_at": updated_at}
 
 
-def correct_label_studio(path: Path, output: SegmentedOutput, corrected: dict[str, np.ndarray]) -> None:
+def correct_label_studio(path: Path, output: SegmentedOutput, corrected: dict[str, np.ndarray],
+                         classes: tuple[str, ...] = CLASSES) -> None:
     """Label Studio's "JSON" export of the imported tasks, each with an annotation of its correction."""
     tasks = json.loads(path.read_text())
     for number, task in enumerate(tasks, start=1):
         task["id"] = number
-        task["annotations"] = [annotation(brush_regions(corrected[output.key_of(task["data"][IMAGE_TAG])]))]
+        task["annotations"] = [annotation(brush_regions(corrected[output.key_of(task["data"][IMAGE_TAG])], classes))]
     path.write_text(json.dumps(tasks))
 
 
