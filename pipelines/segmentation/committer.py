@@ -21,14 +21,21 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines import storage
 from pipelines.lineage import SetDigest
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.stats import ERROR, OK
 from pipelines.segmentation.table import StatsTable, Totals
+from pipelines.storage import DEFAULT_RETRY, StorageUnavailableError
+from pipelines.stores.retry import with_retries
 
 DEFAULT_COMMIT_ROWS = 4096
 DEFAULT_COMMIT_SECONDS = 60.0
 _RUN_KEY, _WRITER_KEY, _SEQUENCE_KEY = "fcn_pipeline.run_id", "fcn_pipeline.writer", "fcn_pipeline.commit"
+
+
+def _unreachable(error: Exception) -> bool:
+    return isinstance(error, StorageUnavailableError)
 
 
 def batch_digest(image_uris: list[str]) -> bytes:
@@ -97,6 +104,17 @@ class StatsCommitter:
                 "commits": self.commits, "sample": self.sample, "labelled": self.labelled}
 
     def _commit(self) -> None:
+        """Commit the pending batches, riding out a store that is briefly unreachable.
+
+        An unreachable store is retried as every other storage call is (`storage.DEFAULT_RETRY`:
+        about 10 s of backoff): delta-rs retries single requests, but a commit is several, and
+        one that fails half-way would otherwise stop the run.
+        """
+        with_retries(self._commit_once, DEFAULT_RETRY, is_transient=_unreachable, is_unreachable=_unreachable,
+                     endpoint=storage.store_for(self.table.uri).endpoint(self.table.uri),
+                     hint=f"while committing statistics to {self.table.uri}; check that the store is up")
+
+    def _commit_once(self) -> None:
         """Commit the pending batches as the next commit of this committer's sequence.
 
         After a failed attempt, first look whether it landed after all: if so, the batches it

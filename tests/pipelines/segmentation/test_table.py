@@ -14,6 +14,7 @@ from pipelines.segmentation.committer import StatsCommitter
 from pipelines.segmentation.ledger import SkipPolicy, SkipSet, drop_done, hash_ledger
 from pipelines.segmentation.stats import Provenance, build_stats_table, stats_schema
 from pipelines.segmentation.table import StatsLayoutError, StatsTable, Totals
+from pipelines.storage import StorageUnavailableError
 from tests.fixtures.stats_table import table_rows
 
 CLASSES = ["background", "cat"]
@@ -165,3 +166,23 @@ def test_a_commit_that_landed_although_it_failed_is_not_committed_again(tmp_path
     committer.add(_rows(_uris(4, 6)))  # below commit_rows: pending beside the uncertain batch
     committer.finish()
     assert sorted(row["image_uri"] for row in table_rows(str(tmp_path))) == _uris(0, 6)
+
+
+def test_a_briefly_unreachable_store_is_ridden_out_by_the_committer(tmp_path, monkeypatch):
+    """The first try lands but loses its answer, the second cannot reach the store, the third works: rows once."""
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1", commit_rows=4)
+    real_append = StatsTable.append
+    outcomes = iter(["lands, answer lost", "unreachable"])
+
+    def flaky_append(self, rows, **kwargs):
+        outcome = next(outcomes, "works")
+        if outcome != "unreachable":
+            real_append(self, rows, **kwargs)
+        if outcome != "works":
+            raise StorageUnavailableError(f"could not reach the store while committing ({outcome})")
+
+    monkeypatch.setattr(StatsTable, "append", flaky_append)
+    assert committer.add(_rows(_uris(0, 4)))  # no error reaches the write stage
+    committer.add(_rows(_uris(4, 8)))
+    assert committer.finish()["commits"] == 2
+    assert sorted(row["image_uri"] for row in table_rows(str(tmp_path))) == _uris(0, 8)
