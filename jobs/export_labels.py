@@ -4,6 +4,7 @@
     python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --to s3://bucket/exports/2026-11-21.zip
     python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --format coco --to coco.json
     python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --format label-studio --to tasks.json
+    python jobs/export_labels.py --output s3://bucket/labels/ --date 2026-11-21 --review-only --to review.zip
 
 voc: in CVAT, open the task holding the same images, Actions -> Upload annotations -> "Segmentation mask 1.1".
 coco: ``pycocotools.coco.COCO("coco.json")``, or in CVAT Actions -> Upload annotations -> "COCO 1.0".
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.errors import ConfigError
 from pipelines.job_runner import run_cli
 
 
@@ -30,17 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", default="voc", choices=export_formats(),
                         help="; ".join(f"{name}: {export_format(name).imported_by}" for name in export_formats()))
     parser.add_argument("--date", default=None, help="only this night's partition (YYYY-MM-DD)")
+    parser.add_argument("--review-only", action="store_true",
+                        help="only the images on that night's review list (review/date=DATE.csv): the ones "
+                             "people should correct first; needs --date")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.segmentation.exports import export_masks
+    from pipelines.segmentation.review import read_review_list
 
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        if args.review_only and not args.date:
+            raise ConfigError("--review-only exports one night's review list: pass its --date")
         partition = f"date={args.date}" if args.date else None
-        count = export_masks(args.output, args.to, format=args.format, partition=partition)
+        only = read_review_list(args.output, args.date) if args.review_only else None
+        count = export_masks(args.output, args.to, format=args.format, partition=partition, only=only)
         print(f"exported {count} masks as {args.format} to {args.to}")
 
     return run_cli(job)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import storage, tracking
+from pipelines.errors import UserError
 from pipelines.segmentation.exports.segmented import class_names_of
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.review_page import ReviewedImage, write_review_page
@@ -92,6 +93,16 @@ def write_review_list(output_uri: str, date: str, *, rule: ReviewRule) -> Review
     folder = storage.join(output_uri, "review", f"date={date}")
     files = write_review_page(folder, date, images, rule=rule, listed=len(rows))
     return ReviewList(csv_uri=csv_uri, page_uri=storage.join(folder, "index.html"), images=len(rows), files=files)
+
+
+def read_review_list(output_uri: str, date: str) -> set[str]:
+    """The image URIs on the night's review list (its CSV); UserError when that night has none yet."""
+    uri = storage.join(output_uri, "review", f"date={date}.csv")
+    try:
+        text = storage.read_bytes(uri).decode("utf-8")
+    except storage.ObjectNotFoundError:
+        raise UserError(f"no review list {uri}: run nightly_label.py --date {date} into {output_uri} first") from None
+    return {row["image_uri"] for row in csv.DictReader(io.StringIO(text))}
 
 
 def log_review_page(run_id: str, files: dict[str, bytes], date: str) -> None:

@@ -107,3 +107,21 @@ def test_each_registered_format_from_the_command_line(export_format, segmented_o
                  "--to", str(destination)]) == 0
     assert f"exported 6 masks as {export_format} to {destination}" in capsys.readouterr().out
     assert destination.stat().st_size > 0
+
+
+def test_review_only_exports_the_nights_review_list(segmented_output, synthetic_corpus, tmp_path, capsys):
+    listed = [f"/bucket/{image_id}.jpg" for image_id in synthetic_corpus.train_ids[:2]]  # 2 of the night's 6
+    review = segmented_output / "review" / f"date={DATE}.csv"
+    review.parent.mkdir(parents=True)
+    review.write_text("image_uri,mask_uri,mean_confidence,novelty,reason\n"
+                      + "".join(f"{uri},m,0.5,,low confidence\n" for uri in listed))
+    archive = tmp_path / "review.zip"
+    assert main(["--output", str(segmented_output), "--date", DATE, "--review-only", "--to", str(archive)]) == 0
+    with zipfile.ZipFile(archive) as exported:
+        masks = sorted(name for name in exported.namelist() if name.startswith("SegmentationClass/"))
+    assert len(masks) == 2 and capsys.readouterr().out.startswith("exported 2 masks")
+
+    assert main(["--output", str(segmented_output), "--review-only", "--to", str(archive)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --review-only exports one night's review list: pass its --date"
+    assert main(["--output", str(segmented_output), "--date", "2026-11-22", "--review-only", "--to", str(archive)]) == 2
+    assert "no review list" in capsys.readouterr().err

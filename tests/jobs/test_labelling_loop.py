@@ -81,13 +81,12 @@ def test_corrections_of_the_review_list_make_a_better_champion_and_a_shorter_lis
 
     # Labellers correct exactly the reviewed images in Label Studio; the export comes back and is imported.
     export = tmp_path / "label-studio.json"
-    assert export_labels.main(["--output", str(labels), "--date", NIGHT_1, "--format", "label-studio",
-                               "--to", str(export)]) == 0
+    assert export_labels.main(["--output", str(labels), "--date", NIGHT_1, "--review-only",
+                               "--format", "label-studio", "--to", str(export)]) == 0
     reviewed = {Path(row["image_uri"]).name for row in night_1}
+    assert {Path(task["data"]["image"]).name for task in json.loads(export.read_text())} == reviewed
     truth = {key: decode_mask_png((shifted.root / "SegmentationClass" / f"{Path(key).stem}.png").read_bytes())
              for key in reviewed}
-    tasks = json.loads(export.read_text())
-    export.write_text(json.dumps([task for task in tasks if Path(task["data"]["image"]).name in reviewed]))
     correct_label_studio(export, SegmentedOutput(uri=str(labels), photos=bucket, masks={}), truth,
                          SYNTHETIC_CLASS_NAMES)
     assert import_labels.main(["--output", str(labels), "--format", "label-studio", "--from", str(export),

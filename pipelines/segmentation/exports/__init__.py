@@ -41,11 +41,18 @@ __all__ = ["LABELMAP_NAME", "Correction", "CorrectionError", "ExportFormat", "Ma
            "read_corrections", "register_format", "register_reader"]
 
 
-def export_masks(output_uri: str, destination_uri: str, *, format: str, partition: str | None = None) -> int:
-    """Write the masks of ``output_uri`` (of one statistics partition, when named) to ``destination_uri`` as
-    ``format``; returns how many images the export holds."""
+def export_masks(output_uri: str, destination_uri: str, *, format: str, partition: str | None = None,
+                 only: set[str] | None = None) -> int:
+    """Write the masks of ``output_uri`` (of one statistics partition, when named; of the image URIs in
+    ``only``, when given) to ``destination_uri`` as ``format``; returns how many images the export holds."""
     writer = export_format(format)
-    return writer.write(output_uri, segmented_images(output_uri, partition=partition), destination_uri)
+    images = segmented_images(output_uri, partition=partition)
+    if only is not None:
+        images = [image for image in images if image.image_uri in only]
+        if not images:
+            raise UserError(f"none of the {len(only)} listed images is among the segmented images of {output_uri}"
+                            + (f" ({partition})" if partition else "") + ": nothing to export")
+    return writer.write(output_uri, images, destination_uri)
 
 
 def read_corrections(output_uri: str, source_uri: str, *, format: str,
