@@ -56,6 +56,12 @@ def image_descriptor(image: np.ndarray, side: int) -> np.ndarray:
                            np.quantile(gradient, QUANTILES), hue]).astype(np.float64)
 
 
+def _distances(offsets: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Mahalanobis distances of offsets (..., D) from the mean, per dimension: sqrt(o P o / D), shape (...)."""
+    squared = np.einsum("...i,ij,...j->...", offsets, precision, offsets)
+    return np.sqrt(np.maximum(squared, 0.0) / offsets.shape[-1])
+
+
 @dataclass(frozen=True)
 class NoveltyReference:
     """The training images' descriptors, summarised: mean (27,), shrunk precision (27, 27), the scale."""
@@ -79,18 +85,13 @@ class NoveltyReference:
         diagonal = np.diag(np.diag(covariance))
         shrunk = (1 - _SHRINKAGE) * covariance + _SHRINKAGE * diagonal
         shrunk += np.eye(len(mean)) * (1e-6 * float(np.mean(np.diag(covariance))) + 1e-12)
-        reference = cls(side=side, mean=mean, precision=np.linalg.inv(shrunk), scale=1.0, images=len(images))
-        distances = np.array([reference._distance(descriptor) for descriptor in descriptors])
-        scale = float(np.quantile(distances, _SCALE_QUANTILE))
-        return cls(side=side, mean=mean, precision=reference.precision, scale=max(scale, 1e-9), images=len(images))
-
-    def _distance(self, descriptor: np.ndarray) -> float:
-        offset = descriptor - self.mean
-        return float(np.sqrt(max(offset @ self.precision @ offset, 0.0) / len(offset)))
+        precision = np.linalg.inv(shrunk)
+        scale = float(np.quantile(_distances(descriptors - mean, precision), _SCALE_QUANTILE))
+        return cls(side=side, mean=mean, precision=precision, scale=max(scale, 1e-9), images=len(images))
 
     def novelty(self, image: np.ndarray) -> float:
         """How far ``image`` uint8 (H, W, 3) lies from the training images, in units of their 99th percentile."""
-        return self._distance(image_descriptor(image, self.side)) / self.scale
+        return float(_distances(image_descriptor(image, self.side) - self.mean, self.precision)) / self.scale
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers: what a checkpoint's config and a JSON artifact hold."""

@@ -21,7 +21,12 @@ from pipelines import storage, tracking
 from pipelines.errors import ConfigError, UserError
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
-from pipelines.evaluation.evaluate import ModelEvaluation, evaluate_model, warm_up_input_stages
+from pipelines.evaluation.evaluate import (
+    ModelEvaluation,
+    evaluate_model,
+    list_evaluation_pairs,
+    warm_up_input_stages,
+)
 from pipelines.evaluation.promotion import (
     CHAMPION_ALIAS,
     PromotionDecision,
@@ -112,7 +117,8 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
         if champion_version is not None and champion_version not in {model.version for model in models}:
             models.append(resolve(f"models:/{name}@{CHAMPION_ALIAS}"))
         _check_same_classes(models)
-        warm_up_input_stages(config.evaluation,
+        # Each evaluation lists the held-out set again (`check_same_data` compares what they scored).
+        warm_up_input_stages(config.evaluation, list_evaluation_pairs(config.evaluation),
                              num_classes=read_checkpoint_metadata(models[0].checkpoint_path).spec.num_classes)
         folders = column_suffixes([model.reference for model in models])
         evaluations = [evaluate_model(model, config.evaluation, log=log,

@@ -133,7 +133,7 @@ def _decoded_pairs(config: EvaluationConfig, listed: list[tuple[str, str]], *, n
                              batch_size=config.batch_size, batch_format="numpy", num_cpus=plan.cpus_per_task)
 
 
-def warm_up_input_stages(config: EvaluationConfig, *, num_classes: int) -> None:
+def warm_up_input_stages(config: EvaluationConfig, listing: LabelledListing, *, num_classes: int) -> None:
     """Read and decode the set's first pairs once, untimed, before a job evaluates its first model.
 
     In a new Ray job every fetch and decode task first waits for a worker process to start and
@@ -143,7 +143,7 @@ def warm_up_input_stages(config: EvaluationConfig, *, num_classes: int) -> None:
     start as many workers as they can run at once; later tasks of the job reuse them.
     """
     plan = evaluation_plan(config)
-    first = list_evaluation_pairs(config).pairs[:config.batch_size * max(1, int(ray.cluster_resources().get("CPU", 1)))]
+    first = listing.pairs[:config.batch_size * max(1, int(ray.cluster_resources().get("CPU", 1)))]
     _decoded_pairs(config, first, num_classes=num_classes, plan=plan).count()
 
 
@@ -183,12 +183,13 @@ def evaluation_files(evaluation: ModelEvaluation) -> dict[str, bytes]:
 
 
 def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: str | None,
-                   log: Callable[[str], None] = print) -> ModelEvaluation:
+                   listing: LabelledListing | None = None, log: Callable[[str], None] = print) -> ModelEvaluation:
     """Score ``model`` on ``config``'s labelled set in its own MLflow run (metrics, plot, JSON).
 
-    The run records the held-out set as its input, with the digest of the pairs it listed; a
-    registered version also gets them as tags (`HELDOUT_TAGS`), beside its score, so the registry
-    page of a version says on what data it scored what. output: a folder or URI to write the run's
+    The run records the held-out set as its input, with the digest of the pairs it scored; a
+    registered version also gets the digest as a tag (`HELDOUT_DIGEST_TAG`), beside its score, so
+    the registry page of a version says on what data it scored what. listing: the pairs, when the
+    caller listed them already (None: listed here). output: a folder or URI to write the run's
     files to as well, or None. Needs a connected Ray.
     """
     settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
@@ -197,7 +198,7 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
               "model_run_id": model.run_id, **config.to_dict(), "actors": plan.num_actors,
               "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}
-    listing = list_evaluation_pairs(config)
+    listing = listing or list_evaluation_pairs(config)
     data = listing.data_input("evaluation")
     with tracking.start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
         run.log_inputs([data])
@@ -231,5 +232,7 @@ def evaluate_reference(reference: str, config: EvaluationConfig, *,
         tracking.check_tracking_server(tracking.resolve_tracking_uri())
     with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:
         model = resolve_model_reference(reference, download_dir=downloads)
-        warm_up_input_stages(config, num_classes=read_checkpoint_metadata(model.checkpoint_path).spec.num_classes)
-        return evaluate_model(model, config, output=config.output, log=log)
+        listing = list_evaluation_pairs(config)
+        warm_up_input_stages(config, listing,
+                             num_classes=read_checkpoint_metadata(model.checkpoint_path).spec.num_classes)
+        return evaluate_model(model, config, output=config.output, listing=listing, log=log)
