@@ -165,6 +165,7 @@ def _wait_until_writable(server: SeaweedServer, *, deadline: float) -> None:
             return
         except Exception as error:
             if time.monotonic() > deadline:
-                raise ServiceError(f"SeaweedFS at {server.endpoint_url} did not accept writes "
-                                   f"({error}); see {server.log_path}") from error
+                free_gib = shutil.disk_usage(server.workdir).free / 2**30
+                raise ServiceError(f"SeaweedFS at {server.endpoint_url} did not accept writes ({error}); "
+                                   f"{free_gib:.1f} GiB free under {server.workdir}; see {server.log_path}") from error
             time.sleep(0.2)
