@@ -6,16 +6,20 @@ PNG: the pixel values are the class indices themselves and the palette only deci
 shows them, so a mask written here opens in any image viewer with VOC's familiar colours and still
 reads back as class indices, not colours.
 
-Masks are deflated with zlib's run-length strategy (``Z_RLE``): a mask is long runs of one value,
-which RLE encodes smaller than the default search and in half its time. Measured on a 12-megapixel
-mask of 21 classes: 26 CPU-ms and 75 kB, against 70 ms and 109 kB with Pillow's default (level 6),
-27 ms and 174 kB at level 1 and 190 ms and 63 kB at level 9 (the level does not change RLE's output).
+Masks are deflated with the run-length strategy (``Z_RLE``): a mask is long runs of one value, which
+RLE encodes smaller than the default search and in half its time. The PNG is assembled here, around
+zlib-ng's deflate rather than Pillow's (the system zlib): the same RLE stream, byte for byte, at a
+seventh of the CPU. Measured on a 12-megapixel mask of 21 classes (`benchmarks/photo_throughput.py`):
+5 CPU-ms and 70 kB, against 35 ms for the same bytes through Pillow, 70 ms and 109 kB with Pillow's
+default (level 6) and 190 ms and 63 kB at level 9; zlib-ng's level 1 without RLE is as fast but 3x
+larger, ISA-L's level 1 twice as fast and 2x larger.
 """
 import io
-import zlib
+import struct
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from zlib_ng import zlib_ng
 
 IGNORE_INDEX = 255
 
@@ -39,17 +43,26 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 
 
 _PALETTE = voc_colormap(256).tobytes()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """Encode a class-index mask uint8 (H, W) as a palette PNG with the VOC colour map."""
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise ValueError(f"a mask must be uint8 (H, W), got {mask.dtype} {mask.shape}")
-    image = Image.fromarray(np.ascontiguousarray(mask))  # "L", sharing the array's memory (frombytes copies twice)
-    image.putpalette(_PALETTE)  # makes it "P"
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
-    return buffer.getvalue()
+    if mask.ndim != 2 or mask.dtype != np.uint8 or 0 in mask.shape:
+        raise ValueError(f"a mask must be uint8 (H, W) with pixels, got {mask.dtype} {mask.shape}")
+    height, width = mask.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = 0  # each row's filter type: None (PNG's advice for palette images)
+    rows[:, 1:] = mask
+    deflate = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 15, 9, zlib_ng.Z_RLE)
+    pixels = deflate.compress(rows) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette, no interlacing
+    return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"PLTE", _PALETTE),
+                     _chunk(b"IDAT", pixels), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib_ng.crc32(data, zlib_ng.crc32(kind)))
 
 
 def decode_mask_png(data: bytes) -> np.ndarray:

@@ -54,6 +54,21 @@ def test_a_photo_sized_mask_round_trips_and_stays_small():
     np.testing.assert_array_equal(decode_mask_png(data), mask)
 
 
+def test_encoded_png_passes_a_strict_reader():
+    """The PNG is assembled here around zlib-ng's deflate: chunk CRCs and the stream must be what
+    any reader checks. Pillow's verify() checks every chunk's CRC; a transposed (non-contiguous) view
+    encodes as the array it shows."""
+    mask = (np.arange(60 * 35).reshape(60, 35) // 97 % 21).astype(np.uint8).T
+    data = encode_mask_png(mask)
+    Image.open(io.BytesIO(data)).verify()
+    corrupted = bytearray(data)
+    corrupted[-20] ^= 0xFF  # inside the IDAT chunk's deflate stream or CRC
+    with pytest.raises(Exception):
+        image = Image.open(io.BytesIO(bytes(corrupted)))
+        image.verify()
+    np.testing.assert_array_equal(decode_mask_png(data), mask)
+
+
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
 def test_round_trip_keeps_every_value(mask):
@@ -86,6 +101,8 @@ def test_encode_refuses_wrong_shapes_and_types():
         encode_mask_png(np.zeros((2, 2, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="uint8 \\(H, W\\)"):
         encode_mask_png(np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="with pixels"):
+        encode_mask_png(np.zeros((0, 5), dtype=np.uint8))
 
 
 def test_overlay_tints_labelled_pixels_and_leaves_background_alone():
