@@ -77,7 +77,7 @@ def _at_full_size(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     labels, confidence = _label_and_confidence(logits)  # (h, w) each
     pixels, confidence_sum = _totals(len(logits), logits.device)
     _accumulate(pixels, confidence_sum, labels, confidence)
-    return labels.to(torch.uint8), pixels, confidence_sum
+    return labels, pixels, confidence_sum
 
 
 def _source_positions(out_len: int, in_len: int, device: torch.device) -> torch.Tensor:
@@ -154,7 +154,7 @@ def _resample_bands(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.
     top, bottom = ys.corners(labels, 0)
     (l00, l01), (l10, l11) = xs.corners(top, 1), xs.corners(bottom, 1)  # (cells_h, cells_w) each
     agree = (l00 == l01) & (l00 == l10) & (l00 == l11)
-    first = l00.to(torch.uint8)  # each cell's first-corner label
+    first = l00  # each cell's first-corner label
     # Every output pixel takes its cell's label; the bands are overwritten below. Columns first, as a
     # gather (a third of index_select's time on uint8), then whole rows.
     mask = first.gather(1, xs.cell.expand(len(first), -1)).index_select(0, ys.cell)  # (H, W)
@@ -167,10 +167,10 @@ def _resample_bands(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.
     across = torch.addcmul(left * (xs.count - xs.frac_sum), right, xs.frac_sum)  # (h, cells_w)
     top, bottom = ys.corners(across, 0)
     cell_confidence = torch.addcmul(top * (ys.count - ys.frac_sum)[:, None], bottom, ys.frac_sum[:, None])
-    cell_pixels = torch.outer(ys.count, xs.count)  # int64: a 1x1 input may have 89M outputs in its cell
+    cell_pixels = torch.outer(ys.count.double(), xs.count.double())  # exact to 2**53 (a 1x1 input: 89M in a cell)
     first, single = first.flatten(), agree.flatten()
-    pixels = torch.bincount(first, weights=cell_pixels.flatten().mul_(single).double(), minlength=num_classes)
-    confidence_sum = torch.bincount(first, weights=cell_confidence.flatten().mul_(single).double(),
+    pixels = torch.bincount(first, weights=cell_pixels.flatten().where(single, 0.0), minlength=num_classes)
+    confidence_sum = torch.bincount(first, weights=cell_confidence.flatten().double().where(single, 0.0),
                                     minlength=num_classes)
 
     # Bands: cells whose corners disagree, resampled over every class. Cells differ by a pixel where the
@@ -233,34 +233,34 @@ def _resample_cells(corners: torch.Tensor, ys: _Axis, xs: _Axis, cell_y: torch.T
     fx = xs.frac[cols]  # (bx, K)
     blend = torch.lerp(torch.lerp(c00, c01, fx), torch.lerp(c10, c11, fx), ys.frac[rows][:, None])  # (C, by, bx, K)
     labels, confidence = _label_and_confidence(blend)  # (by, bx, K) each
-    mask.view(-1)[(rows[:, None] * mask.shape[1] + cols).flatten()] = labels.flatten().to(torch.uint8)
+    mask.view(-1)[(rows[:, None] * mask.shape[1] + cols).flatten()] = labels.flatten()
     _accumulate(pixels, confidence_sum, labels, confidence)
 
 
 def _label_and_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax int64 (...) and max softmax float32 (...) of logits (C, ...), a cache's worth at a time.
+    """Argmax uint8 (...) and max softmax float32 (...) of logits (C, ...), a cache's worth at a time.
 
     The argmax is the first class whose ``exp(logit - max)`` is exactly 1: the class ``softmax().max()``
     picks (logits within float rounding of the max tie, and the first wins). It is found by float
     arithmetic because ``Tensor.max(dim)`` with indices is several times slower on a CPU. Passes split
-    dim 1 only, so a model's cropped (non-contiguous) output is read in place, not copied whole (which
-    doubled the post-process's time).
+    dim 1 only and keep the other dimensions as they are, so a model's cropped (non-contiguous) output
+    is read in place: flattening each pass copied it, and copying it whole doubled the time.
     """
     num_classes, shape = logits.shape[0], logits.shape[1:]
     inner = logits[0, 0].numel()  # elements per index along dim 1
-    rank = torch.arange(num_classes, 0, -1, dtype=torch.float32, device=logits.device)[:, None]  # first is highest
-    labels = torch.empty(shape.numel(), dtype=torch.long, device=logits.device)
-    confidence = torch.empty(shape.numel(), dtype=torch.float32, device=logits.device)
+    rank = torch.arange(num_classes, 0, -1, dtype=torch.float32, device=logits.device)
+    rank = rank.view(num_classes, *([1] * len(shape)))  # first is highest
+    labels = torch.empty(shape, dtype=torch.uint8, device=logits.device)  # masks hold at most 256 classes
+    confidence = torch.empty(shape, dtype=torch.float32, device=logits.device)
     step = max(1, _columns_per_pass(logits) // inner)
     for first in range(0, shape[0], step):
-        part = logits[:, first : first + step].reshape(num_classes, -1)  # (C, n), a view of a cropped output too
-        done = slice(first * inner, first * inner + part.shape[1])
+        part = logits[:, first : first + step]  # (C, step, ...), a view of a cropped output too
         # exp(-80) is 2e-35, nothing next to the max's 1, and keeps clear of denormal floats: an exp that
         # ends in one is ~100x slower on x86, which peaked logits (a trained model's) hit all the time.
         scaled = (part - part.amax(dim=0)).clamp_(min=-80).exp_()  # 1 at the max
-        confidence[done] = scaled.sum(dim=0).reciprocal_()
-        labels[done] = num_classes - scaled.floor_().mul_(rank).amax(dim=0).long()
-    return labels.view(shape), confidence.view(shape)
+        torch.sum(scaled, dim=0, out=confidence[first : first + step]).reciprocal_()
+        labels[first : first + step] = num_classes - scaled.floor_().mul_(rank).amax(dim=0)  # exact integers
+    return labels, confidence
 
 
 def _columns_per_pass(tensor: torch.Tensor) -> int:
