@@ -177,16 +177,14 @@ def _resample_bands(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.
     # scale is not whole; sorted by their (rows, cols) of outputs, each such group is one contiguous
     # run of the corner logits, and stacks without padding.
     band_y, band_x = (~agree).nonzero(as_tuple=True)
-    heights, widths = ys.count[band_y], xs.count[band_x]
-    order = (heights * (int(xs.count.max()) + 1) + widths).argsort()
-    band_y, band_x, heights, widths = band_y[order], band_x[order], heights[order], widths[order]
+    block = ys.count[band_y] * (int(xs.count.max()) + 1) + xs.count[band_x]  # one number per (rows, cols)
+    order = block.argsort()
+    band_y, band_x = band_y[order], band_x[order]
     corners = _corner_logits(logits, ys, xs, band_y, band_x)  # (4, C, K)
-    group_ends = (torch.cat([(heights[1:] != heights[:-1]) | (widths[1:] != widths[:-1]),
-                             torch.ones(min(len(order), 1), dtype=torch.bool, device=order.device)])
-                  .nonzero().flatten() + 1).tolist()
     start = 0
-    for end in group_ends:
-        height, width = int(heights[start]), int(widths[start])
+    for count in block[order].unique_consecutive(return_counts=True)[1].tolist():
+        end = start + count
+        height, width = int(ys.count[band_y[start]]), int(xs.count[band_x[start]])
         step = max(1, _columns_per_pass(logits) // max(height * width, 1))
         for first_cell in range(start, end, step) if height and width else ():  # no outputs: a shrinking axis
             cells = slice(first_cell, min(first_cell + step, end))

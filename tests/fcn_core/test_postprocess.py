@@ -117,6 +117,19 @@ def test_ties_go_to_the_first_class():
         assert result.mean_confidence == pytest.approx(0.2)
 
 
+def test_all_256_class_indices_survive_the_uint8_labels():
+    """Labels are uint8 throughout: with 256 classes the last index, 255, must come out as itself."""
+    logits = region_logits(256, (12, 16), seed=6)
+    logits[255, :4] += 40  # class 255 wins the top rows
+    for exact in (True, False):
+        result = predict_mask(logits, (30, 41), exact=exact)
+        expected = F.interpolate(logits[None], size=(30, 41), mode="bilinear", align_corners=False)[0].argmax(0)
+        assert (result.mask == expected.numpy()).mean() >= 0.999
+        assert result.pixels[255] > 0 and result.pixels.sum() == 30 * 41
+    with pytest.raises(ValueError, match="at most 256 classes"):
+        predict_mask(torch.zeros(257, 2, 2), (4, 4))
+
+
 def test_at_full_size_no_resampling_is_needed():
     logits = region_logits(6, (20, 30), seed=4)
     result = predict_mask(logits, (20, 30))
