@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fcn_core.masks import encode_mask_png
 from pipelines import storage
 from pipelines.batches import is_error
 from pipelines.segmentation.keys import MASKS_DIR, mask_key_for
@@ -21,7 +20,7 @@ WRITE_BATCH_ROWS = 64
 
 
 class WriteOutputs:
-    """Writes each image's mask PNG, then hands the batch's statistics rows to the run's `StatsCommitter`.
+    """Writes each image's mask PNG (encoded by the model stage), then hands the batch's statistics rows to the run's `StatsCommitter`.
 
     Masks go first: a committed row is the record that its image is done, so a crash between the
     two leaves masks that the next run simply rewrites, never rows without masks. The hand-over
@@ -41,8 +40,8 @@ class WriteOutputs:
             None if is_error(error) else storage.join(self.masks_uri, mask_key_for(key))
             for key, error in zip(batch["key"], batch["error"])
         ]
-        jobs = [(uri, mask) for uri, mask in zip(mask_uris, batch["mask"]) if uri is not None]
-        list(self.pool.map(lambda job: storage.write_bytes_atomic(job[0], encode_mask_png(job[1])), jobs))
+        jobs = [(uri, png) for uri, png in zip(mask_uris, batch["mask_png"]) if uri is not None]
+        list(self.pool.map(lambda job: storage.write_bytes_atomic(*job), jobs))
         table = build_stats_table(batch, mask_uris, self.class_names, self.provenance,
                                   datetime.datetime.now(datetime.timezone.utc))
         import ray

@@ -47,7 +47,8 @@ def reference_masks(checkpoint: str, files: dict[str, bytes]) -> dict[str, np.nd
         batch = {"uri": np.array([key], dtype=object), "key": np.array([key], dtype=object),
                  "etag": np.array([""], dtype=object), "size": np.array([len(data)]),
                  "bytes": np.array([data], dtype=object)}
-        masks[key] = segment(prepare_images(batch, max_side=MAX_SIDE, max_pixels=MAX_PIXELS))["mask"][0]
+        png = segment(prepare_images(batch, max_side=MAX_SIDE, max_pixels=MAX_PIXELS))["mask_png"][0]
+        masks[key] = decode_mask_png(png)
     return masks
 
 
