@@ -1,6 +1,6 @@
-"""The model stage of batch segmentation: an actor pool turning prepared images into masks.
+"""The model stage of batch segmentation: an actor pool turning prepared images into mask PNGs.
 
-The stages around it (``prepare``: decode and resize; ``write``: masks and statistics) live in
+The stages around it (``prepare``: decode and resize; ``write``: mask files and statistics rows) live in
 torch-free modules, so that their worker processes start without importing torch.
 
 Each stage is a plain callable over a numpy batch (``dict[str, np.ndarray]``), so it is tested
