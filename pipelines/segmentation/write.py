@@ -20,7 +20,7 @@ WRITE_BATCH_ROWS = 64
 
 
 class WriteOutputs:
-    """Writes each image's mask PNG (encoded by the model stage), then hands the batch's statistics rows to the run's `StatsCommitter`.
+    """Writes each image's mask PNG (encoded by the model stage), then hands the batch's rows to the `StatsCommitter`.
 
     Masks go first: a committed row is the record that its image is done, so a crash between the
     two leaves masks that the next run simply rewrites, never rows without masks. The hand-over
