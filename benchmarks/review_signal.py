@@ -85,7 +85,9 @@ def main() -> None:
     scores = {("val", name): reference.novelty(image) for name, image in val.items()}
     scores |= {("photo", name): reference.novelty(image) for name, image in photos.items()}
     print(f"reference: {reference.images} training scenes, described at {reference.side} px\n")
-    header = f"{'image':<22} {'novelty':>8}" + (f" {'mean conf.':>10} {'top-2 margin':>12}" if loaded is not None else "")
+    header = f"{'image':<22} {'novelty':>8}"
+    if loaded is not None:
+        header += f" {'mean conf.':>10} {'top-2 margin':>12}"
     print(header)
     for name, image in photos.items():
         line = f"{name:<22} {scores[('photo', name)]:8.2f}"

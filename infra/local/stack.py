@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from infra.local.seaweedfs import SeaweedServer, start_seaweedfs
 from infra.local.services import (
     ServiceError,
     session_members,
@@ -34,7 +35,6 @@ from infra.local.services import (
     stop_ray_head,
     stop_session,
 )
-from infra.local.seaweedfs import SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_FILE = "stack.json"
