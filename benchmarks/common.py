@@ -25,17 +25,20 @@ def corpus_and_checkpoint(root: Path, *, images: int, size: int, width: float) -
 def start_ray() -> None:
     """A fresh local Ray cluster as it is once in use, with this process as its newest driver.
 
-    The first dataset a cluster ever runs also creates Ray Data's cluster-wide helper actors
-    (statistics, autoscaling coordination, actor locations: detached, they live as long as the
-    cluster), whose start costs about 3 CPU-seconds. A short-lived driver in another process runs
-    one tiny dataset to create them; its worker processes end with it, so a job timed here still
-    starts every worker process of its own, as one submitted with ``ray job submit`` does.
+    The first datasets a cluster ever runs also create Ray Data's cluster-wide helper actors
+    (statistics and autoscaling coordination for any dataset, actor locations for the first one
+    with an actor pool: detached, they live as long as the cluster), whose start costs about 4
+    CPU-seconds. A short-lived driver in another process runs one tiny dataset with an actor pool
+    to create them; its worker processes end with it, so a job timed here still starts every worker
+    process of its own, as one submitted with ``ray job submit`` does.
     """
     import ray
 
     context = ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     address = context.address_info["gcs_address"]
-    first_dataset = f"import ray; ray.init(address={address!r}); ray.data.range(1).materialize()"
+    first_dataset = (f"import ray; ray.init(address={address!r}); "
+                     "same = type('Same', (), {'__call__': lambda self, batch: batch}); "
+                     "ray.data.range(1).map_batches(same, concurrency=1).materialize()")
     subprocess.run([sys.executable, "-c", first_dataset], check=True, capture_output=True)
 
 

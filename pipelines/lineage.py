@@ -18,8 +18,10 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mlflow.entities import Dataset, DatasetInput, InputTag
+if TYPE_CHECKING:
+    from mlflow.entities import DatasetInput
 
 _MODULUS = 2**64
 CONTEXT_TAG = "mlflow.data.context"  # the tag the MLflow UI shows as a dataset's context
@@ -58,6 +60,10 @@ class DataInput:
     context: str  # training, validation, evaluation or segmentation
 
     def to_mlflow(self) -> DatasetInput:
+        # Imported here: the statistics committer, a Ray actor, needs this module's digests only, and
+        # importing mlflow took it a CPU-second that, on a small node, came out of the model actor's start.
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
         scheme = self.source.split("://", 1)[0] if "://" in self.source else "local"
         dataset = Dataset(name=self.name, digest=self.digest, source_type=scheme,
                           source=json.dumps({"uri": self.source}), profile=json.dumps({"rows": self.rows}))

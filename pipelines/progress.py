@@ -43,9 +43,9 @@ def progress_line(verb: str, done: int, total: int | None, errors: int, rate: fl
 class ProgressCounter:
     """A tally that pipeline stages add to as they finish items, and the driver reads.
 
-    Run as a zero-CPU Ray actor (``ray.remote(num_cpus=0)(ProgressCounter)``): the driver sees each
-    batch as the model finishes it, rather than only when a writer commits its rows (hundreds at a
-    time). A retried batch may be counted twice, which a progress display can afford.
+    Kept inside a zero-CPU Ray actor (segmentation's `StatsCommitter`): the driver sees each batch
+    as the model finishes it, rather than only when a writer commits its rows (hundreds at a time).
+    A retried batch may be counted twice, which a progress display can afford.
     """
 
     def __init__(self):

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from pipelines import storage
 from pipelines.lineage import SetDigest
+from pipelines.progress import ProgressCounter
 from pipelines.segmentation.keys import column_suffixes
 from pipelines.segmentation.stats import ERROR, OK
 from pipelines.segmentation.table import StatsTable, Totals
@@ -53,7 +54,12 @@ def batch_totals(rows: pa.Table, class_names: list[str]) -> Totals:
 
 
 class StatsCommitter:
-    """Buffers statistics rows and commits them to the output's table; `finish` commits the rest and compacts."""
+    """Buffers statistics rows and commits them to the output's table; `finish` commits the rest and compacts.
+
+    It also keeps the model stage's tally for the driver's progress display (`count_segmented`):
+    one helper process per run rather than two, because each Ray actor process costs about a
+    CPU-second to start, and on a small node that second comes out of the model actor's start.
+    """
 
     def __init__(self, output_uri: str, class_names: list[str], *, partition: str | None, run_id: str | None,
                  commit_rows: int = DEFAULT_COMMIT_ROWS, commit_seconds: float = DEFAULT_COMMIT_SECONDS,
@@ -75,6 +81,7 @@ class StatsCommitter:
         self.commits = 0
         self.attempt: tuple[str, int] | None = None  # (sequence, batches) of a failed commit that may have landed
         self.version: int | None = None
+        self.model_progress = ProgressCounter()
 
     def add(self, rows: pa.Table) -> bool:
         """Take one batch's rows; False when the same batch was handed over before (and is dropped)."""
@@ -94,6 +101,14 @@ class StatsCommitter:
                 or time.monotonic() - self.pending_since >= self.commit_seconds):
             self._commit()
         return True
+
+    def count_segmented(self, done: int, errors: int) -> None:
+        """The model stage finished ``done`` more images, ``errors`` of them failed (told per batch)."""
+        self.model_progress.add(done, errors)
+
+    def segmented(self) -> tuple[int, int]:
+        """(images, errors) the model stage has finished so far: ahead of the committed rows."""
+        return self.model_progress.totals()
 
     def finish(self) -> dict:
         """Commit what is pending and compact this run's files; what the run committed, for its summary."""

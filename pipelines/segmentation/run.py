@@ -38,7 +38,7 @@ from pipelines.lineage import DataInput, SetDigest
 from pipelines.listing import CorpusFilter, ObjectInfo
 from pipelines.model_refs import resolve_model_reference
 from pipelines.output_lock import OutputLock
-from pipelines.progress import Progress, ProgressCounter
+from pipelines.progress import Progress
 from pipelines.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.committer import StatsCommitter
 from pipelines.segmentation.config import SegmentConfig
@@ -109,7 +109,7 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
 
 
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
-                   provenance: Provenance, listed, counter, committer):
+                   provenance: Provenance, listed, committer):
     """The streaming graph over ``listed`` (uri, key, size, etag): fetch -> decode -> segment -> write."""
     fetched = attach_bytes(listed)
     prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
@@ -119,7 +119,7 @@ def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, cl
     segmented = prepared.map_batches(
         SegmentImages,
         fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
-        **plan.model_actor_options(progress=counter),
+        **plan.model_actor_options(progress=committer),
     )
     return segmented.map_batches(
         WriteOutputs,
@@ -193,11 +193,11 @@ def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
     return CorpusFilter(include=tuple(config.include), exclude=exclude, limit=config.limit)
 
 
-def _stream(dataset, progress: Progress, counter) -> float:
+def _stream(dataset, progress: Progress, committer) -> float:
     """Drive the pipeline, showing progress; returns how long it ran.
 
     Statuses reach the driver a write batch at a time; between them a thread shows what the model
-    stage has finished, as told to ``counter`` (a `ProgressCounter` actor).
+    stage has finished, as told to ``committer`` (the run's `StatsCommitter` actor).
     """
     counts = {"ok": 0, "error": 0}
     started = time.monotonic()
@@ -205,7 +205,7 @@ def _stream(dataset, progress: Progress, counter) -> float:
 
     def show_model_progress() -> None:
         while not finished.wait(PROGRESS_POLL_S):
-            progress.report(*ray.get(counter.totals.remote()))
+            progress.report(*ray.get(committer.segmented.remote()))
 
     watcher = threading.Thread(target=show_model_progress, name="segment-progress", daemon=True)
     watcher.start()
@@ -323,10 +323,8 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                     config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
                     commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
                     sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
-                counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
-                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed,
-                                         counter, committer)
-                seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), counter)
+                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed, committer)
+                seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
                 this_run = ray.get(committer.finish.remote())
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
             if this_run["version"] is not None or base is None:

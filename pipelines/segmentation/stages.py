@@ -38,7 +38,7 @@ class SegmentImages:
         import ray  # the checkpoint travels as an object reference: fetched once per actor
 
         self.model = DeviceModel(ray.get(checkpoint[0]), use_gpu=use_gpu, threads=threads)
-        self.progress = progress  # a `ProgressCounter` actor handle, told about every finished batch
+        self.progress = progress  # the run's `StatsCommitter` (an actor handle), told about every finished batch
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -61,5 +61,5 @@ class SegmentImages:
         output = {name: batch[name] for name in ("uri", "key", "etag", "size", "height", "width", "error")}
         output.update(mask_png=object_array(pngs), pixels=pixels, confidence_sum=confidence_sum, novelty=novelty)
         if self.progress is not None:
-            self.progress.add.remote(count, count - len(good))
+            self.progress.count_segmented.remote(count, count - len(good))
         return output

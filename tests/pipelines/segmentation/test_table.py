@@ -71,6 +71,15 @@ def test_the_committer_commits_in_batches_drops_a_batch_handed_over_twice_and_co
     assert len(table.file_uris()) == 1  # two small commits became one file
 
 
+def test_the_committer_tallies_what_the_model_stage_finished_ahead_of_the_rows(tmp_path):
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1")
+    committer.count_segmented(8, 1)
+    committer.count_segmented(3, 0)
+    assert committer.segmented() == (11, 1)
+    assert StatsTable.of(str(tmp_path)).open() is None  # a tally, not rows: nothing is committed for it
+    assert committer.finish()["ok"] == 0
+
+
 def test_totals_count_each_image_once_as_its_latest_row(tmp_path):
     table = StatsTable.of(str(tmp_path))
     table.append(_rows(_uris(0, 4), minute=1, failed=("s3://in/000.jpg",)), partition=None, metadata={})
