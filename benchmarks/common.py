@@ -43,11 +43,14 @@ def start_ray() -> None:
 
 
 def segment(images_dir: Path, checkpoint: str, output: Path, **options) -> tuple[dict, float]:
-    """Run the batch-segmentation job in-process; returns its summary and wall time in seconds."""
+    """Run the batch-segmentation job in-process, configured as the job configures Ray Data; its summary and seconds."""
     import time
 
+    from pipelines.job_runner import connect_ray
     from pipelines.segmentation.config import SegmentConfig
     from pipelines.segmentation.run import run_segmentation
+
+    connect_ray()  # Ray is up already: this sets what segment_bucket.py sets (no progress bars, ...)
 
     config = SegmentConfig(input=str(images_dir), output=str(output), model=checkpoint, tracking=False,
                            previews=0, **options)
