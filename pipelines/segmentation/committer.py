@@ -56,7 +56,8 @@ def batch_totals(rows: pa.Table, class_names: list[str]) -> Totals:
 class StatsCommitter:
     """Buffers statistics rows and commits them to the output's table; `finish` commits the rest and compacts.
 
-    It also keeps the model stage's tally for the driver's progress display (`count_segmented`):
+    It also keeps the model stage's tally for the driver's progress display (`count_segmented`)
+    and when the first model actor was ready (`model_ready`: the end of the run's start-up):
     one helper process per run rather than two, because each Ray actor process costs about a
     CPU-second to start, and on a small node that second comes out of the model actor's start.
     """
@@ -82,6 +83,7 @@ class StatsCommitter:
         self.attempt: tuple[str, int] | None = None  # (sequence, batches) of a failed commit that may have landed
         self.version: int | None = None
         self.model_progress = ProgressCounter()
+        self.model_ready_at: float | None = None  # wall clock, when the first model actor had loaded
 
     def add(self, rows: pa.Table) -> bool:
         """Take one batch's rows; False when the same batch was handed over before (and is dropped)."""
@@ -106,6 +108,11 @@ class StatsCommitter:
         """The model stage finished ``done`` more images, ``errors`` of them failed (told per batch)."""
         self.model_progress.add(done, errors)
 
+    def model_ready(self) -> None:
+        """A model actor has loaded its model; the first one to say so ends the run's start-up."""
+        if self.model_ready_at is None:
+            self.model_ready_at = time.time()
+
     def segmented(self) -> tuple[int, int]:
         """(images, errors) the model stage has finished so far: ahead of the committed rows."""
         return self.model_progress.totals()
@@ -116,7 +123,8 @@ class StatsCommitter:
         if self.commits:
             self.version = self.table.compact(partition=self.partition)
         return {"ok": self.totals.ok, "error": self.totals.error, "totals": self.totals, "version": self.version,
-                "commits": self.commits, "sample": self.sample, "labelled": self.labelled}
+                "commits": self.commits, "sample": self.sample, "labelled": self.labelled,
+                "model_ready_at": self.model_ready_at}
 
     def _commit(self) -> None:
         """Commit the pending batches, riding out a store that is briefly unreachable.

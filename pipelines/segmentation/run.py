@@ -58,7 +58,7 @@ SUMMARY_NAME = "summary.json"
 LEDGER_ROWS_PER_BLOCK = 65_536
 # `StatsCommitter.finish` of a run that had nothing to segment.
 NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": [],
-                     "labelled": SetDigest()}
+                     "labelled": SetDigest(), "model_ready_at": None}
 PROGRESS_POLL_S = 1.0
 
 
@@ -228,8 +228,8 @@ def _done_criteria(policy: SkipPolicy) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _summary(totals: Totals, this_run: dict, seconds: float, config: SegmentConfig, provenance: Provenance,
-             class_names: list[str]) -> dict:
+def _summary(totals: Totals, this_run: dict, seconds: float, startup: float | None, config: SegmentConfig,
+             provenance: Provenance, class_names: list[str]) -> dict:
     """Totals over the output's images (each as its latest row), plus what this run did."""
     pixel_totals = {name: totals.class_pixels.get(name, 0) for name in class_names}
     all_pixels = max(sum(pixel_totals.values()), 1)
@@ -244,6 +244,7 @@ def _summary(totals: Totals, this_run: dict, seconds: float, config: SegmentConf
         "errors_this_run": this_run["error"],
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 3) if seconds > 0 else 0.0,
+        "startup_seconds": None if startup is None else round(startup, 3),
         "class_pixels": pixel_totals,
         "class_pixel_share": {name: total / all_pixels for name, total in pixel_totals.items()},
         "model": provenance.model,
@@ -317,22 +318,26 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             new = _new_images(config, checked.plan, skip, policy, model_version)
             if new.count == 0:
                 log("every image is done already: nothing to segment")
-                seconds, this_run = 0.0, NOTHING_COMMITTED
+                seconds, startup, this_run = 0.0, None, NOTHING_COMMITTED
             else:
                 committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
                     config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
                     commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
                     sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
                 dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed, committer)
+                started_at = time.time()
                 seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
                 this_run = ray.get(committer.finish.remote())
+                ready_at = this_run["model_ready_at"]  # None when no model actor was ever ready
+                startup = None if ready_at is None else min(max(ready_at - started_at, 0.0), seconds)
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
             if this_run["version"] is not None or base is None:
                 table.write_totals(totals)
-            summary = _summary(totals, this_run, seconds, config, provenance, class_names)
+            summary = _summary(totals, this_run, seconds, startup, config, provenance, class_names)
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],
                              "images_per_second": summary["images_per_second"],
+                             **({} if startup is None else {"startup_seconds": summary["startup_seconds"]}),
                              **{f"pixel_share_{s}": v for s, v in
                                 zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
             run.log_dict(summary, "summary.json")

@@ -38,7 +38,10 @@ class SegmentImages:
         import ray  # the checkpoint travels as an object reference: fetched once per actor
 
         self.model = DeviceModel(ray.get(checkpoint[0]), use_gpu=use_gpu, threads=threads)
-        self.progress = progress  # the run's `StatsCommitter` (an actor handle), told about every finished batch
+        # The run's `StatsCommitter` (an actor handle): told once the model has loaded, then about every batch.
+        self.progress = progress
+        if progress is not None:
+            progress.model_ready.remote()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

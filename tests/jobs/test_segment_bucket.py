@@ -87,8 +87,10 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
 
     summary = json.loads(s3fs_client.cat(output_uri.removeprefix("s3://") + "/summary.json"))
     assert (summary["ok"], summary["error"], summary["processed_this_run"]) == (good, bad, good + bad)
+    assert 0 < summary["startup_seconds"] < summary["seconds"]  # until the model actor had loaded
     run = MlflowClient(mlflow_server.tracking_uri).get_run(summary["run_id"])
     assert run.data.metrics["images"] == good + bad and run.data.params["input"] == input_uri
+    assert run.data.metrics["startup_seconds"] == summary["startup_seconds"]
     artifacts = {a.path for a in MlflowClient(mlflow_server.tracking_uri).list_artifacts(run.info.run_id)}
     assert {"summary.json", "config.json", "previews"} <= artifacts
     assert summary["run_id"] in capsys.readouterr().out
@@ -98,6 +100,7 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
     assert len(_read_stats(s3_server, output_uri)) == good + bad
     summary = json.loads(s3fs_client.cat(output_uri.removeprefix("s3://") + "/summary.json"))
     assert summary["processed_this_run"] == 0 and summary["images"] == good + bad
+    assert summary["startup_seconds"] is None  # no model was loaded: nothing to segment
 
     # --overwrite redoes everything, still one row per image.
     assert segment_bucket.main([*argv, "--overwrite"]) == 0

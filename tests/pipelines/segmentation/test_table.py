@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -78,6 +79,16 @@ def test_the_committer_tallies_what_the_model_stage_finished_ahead_of_the_rows(t
     assert committer.segmented() == (11, 1)
     assert StatsTable.of(str(tmp_path)).open() is None  # a tally, not rows: nothing is committed for it
     assert committer.finish()["ok"] == 0
+
+
+def test_the_committer_keeps_when_the_first_model_actor_was_ready(tmp_path):
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1")
+    assert committer.finish()["model_ready_at"] is None
+    before = time.time()
+    committer.model_ready()
+    first = committer.finish()["model_ready_at"]
+    committer.model_ready()  # a second actor, later: the run's start-up ended with the first
+    assert before <= first <= time.time() and committer.finish()["model_ready_at"] == first
 
 
 def test_totals_count_each_image_once_as_its_latest_row(tmp_path):
