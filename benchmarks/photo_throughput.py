@@ -16,9 +16,10 @@ pixels, whether pixel counts sum to H x W, and the largest per-class difference 
 Then for each model, the job itself (``run_segmentation`` on ``--copies`` of each kind, on a fresh local
 Ray, as `benchmarks.segment_throughput` does) against the model's pure forward on the same prepared
 images (same shapes and batches, every core, measured before and after each round): images/s of each and
-their ratio, median over rounds; and the same ratio for the job once its model was loaded (the
-``startup_seconds`` of its summary left out, as the pure forward leaves out its model's load and
-warm-up): what a run over a whole bucket approaches, its start-up spread thin. Models: (i) the default
+their ratio, median over rounds; and the same ratio for the job's steady rate (the
+``steady_images_per_second`` of its summary: from the model stage's first finished batch to its last,
+as the pure forward leaves out its model's load and a warm-up pass): what a run over a whole bucket
+approaches, its start-up spread thin. Models: (i) the default
 FCN-8s of ``jobs/train_fcn.py`` (width 1/8, 6 classes) and (ii) the paper-size one (width 1, 21
 classes), both untrained (no pretrained weights here) with score layers drawn from N(0, 3) so that their
 masks use several classes and their confidences are a trained model's (mean max-softmax ~0.8). Goals on
@@ -174,8 +175,8 @@ def forward_rate(model, images: list[np.ndarray], normalization, batch_size: int
 
 def job_against_forward(corpus: dict[str, bytes], root: Path, checkpoint: str, *, copies: int, rounds: int,
                         max_side: int, batch_size: int) -> list[tuple[float, float, float, float]]:
-    """Per round: (job images/s, its images/s once its model was loaded, start-up seconds, mean of the
-    bracketing pure-forward images/s)."""
+    """Per round: (job images/s, its steady images/s, start-up seconds, mean of the bracketing pure-forward
+    images/s)."""
     import ray
 
     folder = root / "photos"
@@ -195,8 +196,8 @@ def job_against_forward(corpus: dict[str, bytes], root: Path, checkpoint: str, *
         ray.shutdown()
         assert summary["ok"] == summary["processed_this_run"] == len(images), summary
         after = forward_rate(model, images, normalization, batch_size)
-        startup = summary["startup_seconds"]
-        results.append((len(images) / seconds, len(images) / (seconds - startup), startup, (forward + after) / 2))
+        results.append((len(images) / seconds, summary["steady_images_per_second"], summary["startup_seconds"],
+                        (forward + after) / 2))
         forward = after
     return results
 
@@ -228,12 +229,12 @@ def main() -> None:
             torch.set_num_threads(os.cpu_count() or 1)
             results = job_against_forward(corpus, root / f"run-{num_classes}", checkpoint, copies=args.copies,
                                           rounds=rounds, max_side=args.max_side, batch_size=args.batch_size)
-            for job, loaded, startup, forward in results:
-                print(f"job {job:.3f} images/s (start-up {startup:.1f} s; {loaded:.3f} images/s once loaded), "
+            for job, steady, startup, forward in results:
+                print(f"job {job:.3f} images/s (start-up {startup:.1f} s; steady {steady:.3f} images/s), "
                       f"pure forward {forward:.3f} images/s: job / forward {job / forward:.3f}, "
-                      f"once loaded {loaded / forward:.3f}")
+                      f"steady {steady / forward:.3f}")
             print(f"job / forward median {statistics.median(job / forward for job, _, _, forward in results):.3f}, "
-                  f"once loaded {statistics.median(loaded / forward for _, loaded, _, forward in results):.3f}, "
+                  f"steady {statistics.median(steady / forward for _, steady, _, forward in results):.3f}, "
                   f"over {len(results)} round(s) of {args.copies * len(KINDS)} photos")
 
 

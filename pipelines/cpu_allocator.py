@@ -1,35 +1,60 @@
-"""glibc malloc settings for a process that runs a model on the CPU, again and again, in its main thread.
+"""glibc malloc settings for a process that runs a model on the CPU, batch after batch.
 
-Every forward (and backward) pass allocates activations of megabytes to tens of megabytes and frees
-them at its end. By default glibc serves such blocks with a fresh ``mmap`` each time and hands freed
-heap tops back to the kernel, so every pass page-faults its activations in again and the kernel
-zeroes each page. Serving blocks up to glibc's largest mmap threshold (32 MiB) from the heap, and
-keeping freed heap memory for the next pass, removes that: forward passes of the benchmark's FCN-8s
-ran 1.3-1.8x faster on the 2-core development machine (a VM, where page faults are dear). The cost
-is that the process keeps the memory of its largest pass, which it needs again at the next one.
+Every forward pass allocates its activations (up to gigabytes: the paper-size FCN-8s at 1024 x 768, 8
+images a batch) and frees them at its end. By default glibc serves each block above 32 MiB with a mmap
+of its own and unmaps it when freed, gives threads arenas of their own (whose 64 MiB heaps are unmapped
+once empty), and hands freed heap tops back to the kernel. So every pass page-faults its activations in
+again and the kernel zeroes each page: 5.5 million page faults and a fifth of the CPU time of a
+paper-size forward pass on the 2-core development machine (a VM, where page faults are dear).
 
-Inference actors use it (their batches run in the process's main thread). Ray Train runs the training
-loop in a thread of its own, and there the same settings made a plain training loop slower (57-64
-against 66-72 images/s; why was not established: glibc gives such threads arenas of their own), so
-training does not.
+The settings: one arena for every thread (Ray runs an actor's batches on a thread pool, not the main
+thread), no mmap for large blocks (they come from the heap), and no trimming (freed heap memory is
+kept for the next pass). Forward passes then page-fault only while the heap grows to their size:
+the paper-size model ran 1.4-1.7x faster on the VM (``benchmarks/photo_throughput.py``). The cost is
+that the process keeps the memory of its largest pass, which it needs again at the next one.
+
+Model actors get them as environment variables (`MALLOC_ENV`, through their ``runtime_env``), which
+glibc reads when the process starts: only then do they hold for threads that already exist, as an
+actor's do before its constructor runs. `reuse_freed_memory` applies them to the running process,
+for a process whose model runs in its main thread (the benchmarks' baselines).
+
+Ray Train runs the training loop in a thread of its own; training does not use them (an earlier
+version of these settings, applied in-process, made a training loop slower; not measured since).
 """
 from __future__ import annotations
 
 import ctypes
 import sys
 
-MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit systems
-TRIM_THRESHOLD_BYTES = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+# glibc's environment variables for the settings, read once at process start.
+MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 40),  # never reached: no trimming
+}
+# The same settings as mallopt parameters (glibc's malloc.h) and values; -1 disables trimming.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_MALLOPT_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
 
 
 def reuse_freed_memory() -> bool:
-    """Apply the settings to this process; False where the C library is not glibc (nothing changes)."""
+    """Apply the settings to this process; False where the C library is not glibc (nothing changes).
+
+    Threads that already have an arena of their own keep it: for those, start the process with `MALLOC_ENV`.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return all([mallopt(parameter, value) for parameter, value in _MALLOPT_SETTINGS])
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the kernel now, whatever the settings (for a process changing work)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

@@ -19,7 +19,6 @@ import torch
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.normalization import normalize_image
 from fcn_core.novelty import NoveltyReference
-from pipelines.cpu_allocator import reuse_freed_memory
 
 
 def group_by_shape(images: Iterable[np.ndarray]) -> list[list[int]]:
@@ -33,8 +32,8 @@ def group_by_shape(images: Iterable[np.ndarray]) -> list[list[int]]:
 class DeviceModel:
     """The model of one checkpoint on the GPU (if asked for and present) or on ``threads`` CPU threads.
 
-    On the CPU it also applies `cpu_allocator.reuse_freed_memory` to its whole process: it is meant to
-    be the one model of an inference actor.
+    On the CPU its process should have started with `cpu_allocator.MALLOC_ENV` (model actors do:
+    `resources.ResourcePlan.model_actor_options`).
     """
 
     def __init__(self, checkpoint: bytes, *, use_gpu: bool, threads: int) -> None:
@@ -42,7 +41,6 @@ class DeviceModel:
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":  # logical CPUs may outnumber the machine's cores (as in tests)
             torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
-            reuse_freed_memory()
         self.model = loaded.model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)

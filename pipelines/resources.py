@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pipelines.cpu_allocator import MALLOC_ENV
 from pipelines.errors import ConfigError
 
 CPU_STAGE_RESERVE = 1.5  # per node: listing 0.25 + fetch 0.5 + decode 0.25 + write 0.25, plus slack
@@ -31,13 +32,16 @@ class ResourcePlan:
         """``map_batches`` options for a stage of model-holding actors (`pipelines.inference.DeviceModel`).
 
         ``constructor_kwargs`` go to the stage's constructor beside ``use_gpu`` and ``threads``.
+        CPU actors start with `cpu_allocator.MALLOC_ENV`, so their forward passes reuse freed memory.
         """
         import ray
 
         compute = (ray.data.ActorPoolStrategy(size=self.num_actors) if self.fixed_pool
                    else ray.data.ActorPoolStrategy(min_size=1, max_size=self.num_actors))
+        on_cpu = self.gpus_per_actor == 0
         return {"compute": compute, "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor,
-                "fn_constructor_kwargs": {"use_gpu": self.gpus_per_actor > 0, "threads": self.threads_per_actor,
+                **({"runtime_env": {"env_vars": dict(MALLOC_ENV)}} if on_cpu else {}),
+                "fn_constructor_kwargs": {"use_gpu": not on_cpu, "threads": self.threads_per_actor,
                                           **constructor_kwargs}}
 
 

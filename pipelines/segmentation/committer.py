@@ -56,8 +56,8 @@ def batch_totals(rows: pa.Table, class_names: list[str]) -> Totals:
 class StatsCommitter:
     """Buffers statistics rows and commits them to the output's table; `finish` commits the rest and compacts.
 
-    It also keeps the model stage's tally for the driver's progress display (`count_segmented`)
-    and when the first model actor was ready (`model_ready`: the end of the run's start-up):
+    It also keeps the model stage's tally for the driver's progress display (`count_segmented`), its
+    steady rate, and when the first model actor was ready (`model_ready`: the end of the run's start-up):
     one helper process per run rather than two, because each Ray actor process costs about a
     CPU-second to start, and on a small node that second comes out of the model actor's start.
     """
@@ -84,6 +84,8 @@ class StatsCommitter:
         self.version: int | None = None
         self.model_progress = ProgressCounter()
         self.model_ready_at: float | None = None  # wall clock, when the first model actor had loaded
+        self.first_batch: tuple[float, int] | None = None  # (monotonic time, images) of the first finished batch
+        self.last_batch_at: float | None = None
 
     def add(self, rows: pa.Table) -> bool:
         """Take one batch's rows; False when the same batch was handed over before (and is dropped)."""
@@ -107,6 +109,19 @@ class StatsCommitter:
     def count_segmented(self, done: int, errors: int) -> None:
         """The model stage finished ``done`` more images, ``errors`` of them failed (told per batch)."""
         self.model_progress.add(done, errors)
+        self.last_batch_at = time.monotonic()
+        self.first_batch = self.first_batch or (self.last_batch_at, done)
+
+    def steady_rate(self) -> float | None:
+        """Images/s of the model stage from its first finished batch to its last; None before a second batch.
+
+        What a longer run sustains: the run's start-up and its first batch (which also grows the
+        model actor's heap to a forward pass's size: `pipelines.cpu_allocator`) are left out.
+        """
+        if self.first_batch is None or self.last_batch_at <= self.first_batch[0]:
+            return None
+        first_at, first_images = self.first_batch
+        return (self.model_progress.totals()[0] - first_images) / (self.last_batch_at - first_at)
 
     def model_ready(self) -> None:
         """A model actor has loaded its model; the first one to say so ends the run's start-up."""
@@ -124,7 +139,7 @@ class StatsCommitter:
             self.version = self.table.compact(partition=self.partition)
         return {"ok": self.totals.ok, "error": self.totals.error, "totals": self.totals, "version": self.version,
                 "commits": self.commits, "sample": self.sample, "labelled": self.labelled,
-                "model_ready_at": self.model_ready_at}
+                "model_ready_at": self.model_ready_at, "steady_rate": self.steady_rate()}
 
     def _commit(self) -> None:
         """Commit the pending batches, riding out a store that is briefly unreachable.

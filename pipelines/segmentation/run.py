@@ -58,7 +58,7 @@ SUMMARY_NAME = "summary.json"
 LEDGER_ROWS_PER_BLOCK = 65_536
 # `StatsCommitter.finish` of a run that had nothing to segment.
 NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": [],
-                     "labelled": SetDigest(), "model_ready_at": None}
+                     "labelled": SetDigest(), "model_ready_at": None, "steady_rate": None}
 PROGRESS_POLL_S = 1.0
 
 
@@ -245,6 +245,7 @@ def _summary(totals: Totals, this_run: dict, seconds: float, startup: float | No
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 3) if seconds > 0 else 0.0,
         "startup_seconds": None if startup is None else round(startup, 3),
+        "steady_images_per_second": None if this_run["steady_rate"] is None else round(this_run["steady_rate"], 3),
         "class_pixels": pixel_totals,
         "class_pixel_share": {name: total / all_pixels for name, total in pixel_totals.items()},
         "model": provenance.model,
@@ -337,7 +338,8 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             run.log_metrics({"images": summary["images"], "errors": summary["error"],
                              "processed_this_run": summary["processed_this_run"],
                              "images_per_second": summary["images_per_second"],
-                             **({} if startup is None else {"startup_seconds": summary["startup_seconds"]}),
+                             **{name: summary[name] for name in ("startup_seconds", "steady_images_per_second")
+                                if summary[name] is not None},
                              **{f"pixel_share_{s}": v for s, v in
                                 zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
             run.log_dict(summary, "summary.json")

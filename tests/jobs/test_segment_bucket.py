@@ -91,6 +91,8 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
     run = MlflowClient(mlflow_server.tracking_uri).get_run(summary["run_id"])
     assert run.data.metrics["images"] == good + bad and run.data.params["input"] == input_uri
     assert run.data.metrics["startup_seconds"] == summary["startup_seconds"]
+    assert summary["steady_images_per_second"] > 0  # from its first batch (of 3 images) on
+    assert run.data.metrics["steady_images_per_second"] == summary["steady_images_per_second"]
     artifacts = {a.path for a in MlflowClient(mlflow_server.tracking_uri).list_artifacts(run.info.run_id)}
     assert {"summary.json", "config.json", "previews"} <= artifacts
     assert summary["run_id"] in capsys.readouterr().out
@@ -101,6 +103,7 @@ def test_segments_a_bucket_and_reruns_idempotently(ray_local, s3_server, mlflow_
     summary = json.loads(s3fs_client.cat(output_uri.removeprefix("s3://") + "/summary.json"))
     assert summary["processed_this_run"] == 0 and summary["images"] == good + bad
     assert summary["startup_seconds"] is None  # no model was loaded: nothing to segment
+    assert summary["steady_images_per_second"] is None
 
     # --overwrite redoes everything, still one row per image.
     assert segment_bucket.main([*argv, "--overwrite"]) == 0

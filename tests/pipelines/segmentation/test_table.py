@@ -81,6 +81,18 @@ def test_the_committer_tallies_what_the_model_stage_finished_ahead_of_the_rows(t
     assert committer.finish()["ok"] == 0
 
 
+def test_the_committer_rates_the_model_stage_from_its_first_finished_batch_on(tmp_path):
+    committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1")
+    assert committer.steady_rate() is None
+    committer.count_segmented(8, 0)  # the first batch: after the start-up and the heap's growth, left out
+    assert committer.steady_rate() is None
+    started = time.monotonic()
+    time.sleep(0.05)
+    committer.count_segmented(3, 1)
+    elapsed = time.monotonic() - started
+    assert 3 / (elapsed + 0.05) < committer.finish()["steady_rate"] <= 3 / 0.05
+
+
 def test_the_committer_keeps_when_the_first_model_actor_was_ready(tmp_path):
     committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1")
     assert committer.finish()["model_ready_at"] is None
