@@ -9,14 +9,15 @@ paper-size forward pass on the 2-core development machine (a VM, where page faul
 
 The settings: one arena for every thread (Ray runs an actor's batches on a thread pool, not the main
 thread), no mmap for large blocks (they come from the heap), and no trimming (freed heap memory is
-kept for the next pass). Forward passes then page-fault only while the heap grows to their size:
-the paper-size model ran 1.4-1.7x faster on the VM (``benchmarks/photo_throughput.py``). The cost is
-that the process keeps the memory of its largest pass, which it needs again at the next one.
+kept for the next pass). Forward passes then page-fault only while the heap grows to their size
+(``benchmarks/cpu_allocator.py``: 1.28x for the default model's passes; by hand, 1.4-1.7x for the
+paper-size model's). The cost is that the process keeps the memory of its largest pass, which it
+needs again at the next one.
 
 Model actors get them as environment variables (`MALLOC_ENV`, through their ``runtime_env``), which
 glibc reads when the process starts: only then do they hold for threads that already exist, as an
 actor's do before its constructor runs. `reuse_freed_memory` applies them to the running process,
-for a process whose model runs in its main thread (the benchmarks' baselines).
+where they hold for threads started afterwards (the benchmarks run their baselines in such a thread).
 
 Ray Train runs the training loop in a thread of its own; training does not use them (an earlier
 version of these settings, applied in-process, made a training loop slower; not measured since).
