@@ -46,7 +46,7 @@ def segment(images_dir: Path, checkpoint: str, output: Path, **options) -> tuple
     """Run the batch-segmentation job in-process, configured as the job configures Ray Data; its summary and seconds."""
     import time
 
-    from pipelines.job_runner import connect_ray
+    from pipelines.runtime.job_runner import connect_ray
     from pipelines.segmentation.config import SegmentConfig
     from pipelines.segmentation.run import run_segmentation
 

@@ -1,8 +1,8 @@
-"""What the model actors' malloc settings (`pipelines.cpu_allocator`) buy a forward pass on the CPU.
+"""What the model actors' malloc settings (`pipelines.runtime.cpu_allocator`) buy a forward pass on the CPU.
 
 The same forward passes (an FCN-8s over batches of ``--batch-size`` images of ``--height`` x ``--width``,
 in a thread of their own, as an actor runs its batches) in fresh processes, alternately with glibc's
-defaults and started with `pipelines.cpu_allocator.MALLOC_ENV`, as model actors are. Each process runs
+defaults and started with `pipelines.runtime.cpu_allocator.MALLOC_ENV`, as model actors are. Each process runs
 one warm-up pass (with the settings, it grows the heap to a pass's size) and then ``--passes`` timed
 ones. Prints images/s and minor page faults per timed pass, and the ratio of the medians.
 
@@ -21,7 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from pipelines.cpu_allocator import MALLOC_ENV
+from pipelines.runtime.cpu_allocator import MALLOC_ENV
 
 
 def timed_passes(args: argparse.Namespace) -> dict:

@@ -51,7 +51,7 @@ def write_manifest(path: Path, history: int, extra: list[str]) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipelines.listing import MANIFEST_SCHEMA
+    from pipelines.io.listing import MANIFEST_SCHEMA
 
     with pq.ParquetWriter(path, MANIFEST_SCHEMA, compression="zstd") as writer:
         for start in range(0, history, ROWS_PER_FILE):
@@ -72,9 +72,9 @@ def write_history(output: Path, history: int, class_names: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.segmentation.keys import column_suffixes
-    from pipelines.segmentation.stats import stats_schema
-    from pipelines.segmentation.table import StatsTable, Totals
+    from pipelines.stats.keys import column_suffixes
+    from pipelines.stats.rows import stats_schema
+    from pipelines.stats.table import StatsTable, Totals
 
     table = StatsTable.of(str(output))
     schema = stats_schema(class_names)
@@ -122,10 +122,10 @@ def _child(kind: str, address: str, manifest: str, output: str, model: str) -> N
     import ray
 
     from fcn_core.checkpoint import read_checkpoint_metadata
-    from pipelines.corpus import list_corpus
+    from pipelines.io.corpus import list_corpus
     from pipelines.segmentation import run as segmentation
     from pipelines.segmentation.config import SegmentConfig
-    from pipelines.segmentation.table import StatsTable
+    from pipelines.stats.table import StatsTable
 
     ray.init(address=address, log_to_driver=False)
     timings: dict = {}

@@ -74,7 +74,7 @@ def read_plain(client, keys: list[str], threads: int) -> tuple[int, int, float]:
 
 
 def read_through_corpus(uri: str, args: argparse.Namespace) -> tuple[int, int, float]:
-    from pipelines.corpus import read_corpus
+    from pipelines.io.corpus import read_corpus
 
     started = time.perf_counter()
     dataset = read_corpus(uri, fetch_concurrency=args.fetch_concurrency, rows_per_block=args.rows_per_block)
@@ -91,7 +91,7 @@ def time_to_first_batch(uri: str, args: argparse.Namespace) -> float:
     (Abandoning a run makes Ray Data cancel its tasks, killing their worker processes, so the next
     run would pay for starting new ones.)
     """
-    from pipelines.corpus import read_corpus
+    from pipelines.io.corpus import read_corpus
 
     started = time.perf_counter()
     batches = iter(read_corpus(uri, fetch_concurrency=args.fetch_concurrency,

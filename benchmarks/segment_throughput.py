@@ -11,7 +11,7 @@ the speed drifts by 10-20% within minutes, so (c) runs ``--rounds`` times, each 
 Ray (`benchmarks.common.start_ray`: the job starts all its worker processes cold, as a submitted job
 does on a cluster in use), with (a) measured before and after each round; each round's c/a uses the
 mean of its two neighbours, and the median round is the result. (a) and (b) run with the malloc
-settings the job's actors use (`pipelines.cpu_allocator`), so the ratios measure the pipeline, not
+settings the job's actors use (`pipelines.runtime.cpu_allocator`), so the ratios measure the pipeline, not
 the allocator.
 
     python -m benchmarks.segment_throughput                   # 3,072 images of 224x224, FCN-8s at width 1/4
@@ -37,7 +37,7 @@ from benchmarks.common import corpus_and_checkpoint, segment, start_ray
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import encode_mask_png
 from fcn_core.normalization import normalize_image
-from pipelines.cpu_allocator import release_freed_memory, reuse_freed_memory
+from pipelines.runtime.cpu_allocator import release_freed_memory, reuse_freed_memory
 
 
 def pure_forward(model, images: list[np.ndarray], normalization, batch_size: int) -> float:

@@ -29,8 +29,8 @@ import ray
 import torch
 
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES, generate_corpus
-from pipelines import storage
-from pipelines.labelled import LabelledSource, decode_labelled_pair, list_labelled_pairs
+from pipelines.io import storage
+from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled_pairs
 from pipelines.training.augment import augment_batch
 from pipelines.training.checkpoints import ray_storage
 from pipelines.training.config import TrainConfig

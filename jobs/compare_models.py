@@ -25,7 +25,7 @@ import argparse
 import sys
 
 from jobs.evaluate import add_evaluation_arguments, evaluation_config_from_args
-from pipelines.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import connect_ray, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

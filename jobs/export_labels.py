@@ -19,11 +19,11 @@ import argparse
 import sys
 
 from pipelines.errors import ConfigError
-from pipelines.job_runner import run_cli
+from pipelines.runtime.job_runner import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.segmentation.exports import export_format, export_formats
+    from pipelines.labelling.formats import export_format, export_formats
 
     parser = argparse.ArgumentParser(prog="export_labels.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.exports import export_masks
-    from pipelines.segmentation.review import read_review_list
+    from pipelines.labelling.formats import export_masks
+    from pipelines.labelling.review import read_review_list
 
     args = build_parser().parse_args(argv)
 

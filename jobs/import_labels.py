@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.job_runner import run_cli
+from pipelines.runtime.job_runner import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.segmentation.exports import import_format, import_formats
+    from pipelines.labelling.formats import import_format, import_formats
 
     parser = argparse.ArgumentParser(prog="import_labels.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.corrections import import_corrections
+    from pipelines.labelling.labelled_set import import_corrections
 
     args = build_parser().parse_args(argv)
 

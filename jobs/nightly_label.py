@@ -22,9 +22,9 @@ import datetime
 import sys
 
 from pipelines.errors import ConfigError
-from pipelines.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.segmentation.review import ReviewRule
+from pipelines.labelling.review import ReviewRule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.segmentation.review import log_review_page, write_review_list
+    from pipelines.labelling.review import log_review_page, write_review_list
     from pipelines.segmentation.run import check_inputs, run_segmentation
 
     args = build_parser().parse_args(argv)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
 
 

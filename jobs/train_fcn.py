@@ -41,7 +41,7 @@ import dataclasses
 import sys
 
 from pipelines.errors import ConfigError
-from pipelines.job_runner import RERUN_HINT, run_cli
+from pipelines.runtime.job_runner import RERUN_HINT, run_cli
 from pipelines.training.config import (
     ALIGNMENTS,
     BACKBONES,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipelines import storage
-from pipelines.tracking import DisabledRun, TrackedRun
+from pipelines.io import storage
+from pipelines.tracking.client import DisabledRun, TrackedRun
 
 
 def publish_files(files: Mapping[str, bytes], run: TrackedRun | DisabledRun, output: str | None) -> list[str]:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fcn_core.checkpoint import read_checkpoint_metadata
-from pipelines import storage, tracking
+from pipelines.io import storage
+from pipelines import tracking
 from pipelines.errors import ConfigError, UserError
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
@@ -35,8 +36,8 @@ from pipelines.evaluation.promotion import (
     promotion_name,
 )
 from pipelines.evaluation.report import COMPARISON_MARKDOWN, comparison_files
-from pipelines.model_refs import ResolvedModel, get_model_version_by_alias, resolve_model_reference
-from pipelines.segmentation.keys import column_suffixes
+from pipelines.tracking.models import ResolvedModel, get_model_version_by_alias, resolve_model_reference
+from pipelines.stats.keys import column_suffixes
 
 PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 PROMOTION_JSON = "promotion.json"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pipelines.decode import DEFAULT_MAX_PIXELS
+from pipelines.io.decode import DEFAULT_MAX_PIXELS
 from pipelines.errors import ConfigError
-from pipelines.labelled import LAYOUTS
+from pipelines.io.labelled import LAYOUTS
 
 DEFAULT_EXPERIMENT = "evaluation"
 
@@ -23,7 +23,7 @@ class EvaluationConfig:
     split: str = "val"
     batch_size: int = 8  # images per model-stage batch; same-shaped ones share a forward pass
     num_actors: int | None = None  # size of the model actor pool; None = from the cluster
-    cpus_per_actor: float | None = None  # None = from the cluster (see pipelines.resources)
+    cpus_per_actor: float | None = None  # None = from the cluster (see pipelines.runtime.resources)
     gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
     limit: int | None = None  # evaluate only the first N pairs of the split
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -36,12 +36,12 @@ from pipelines import tracking
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
-from pipelines.labelled import LabelledListing, LabelledSource, list_labelled, read_labelled
-from pipelines.lineage import DataInput
-from pipelines.model_refs import ResolvedModel, resolve_model_reference
-from pipelines.plots import confusion_matrix_png
-from pipelines.resources import ResourcePlan, plan_for_cluster
-from pipelines.segmentation.keys import column_suffixes
+from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled, read_labelled
+from pipelines.io.lineage import DataInput
+from pipelines.tracking.models import ResolvedModel, resolve_model_reference
+from pipelines.tracking.plots import confusion_matrix_png
+from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
+from pipelines.stats.keys import column_suffixes
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -60,7 +60,7 @@ class ModelEvaluation:
     images: int
     images_per_second: float  # after warm-up (see the module docstring); NaN when too few batches
     parameters: int
-    data: DataInput  # the held-out pairs scored, with their digest (`pipelines.lineage`)
+    data: DataInput  # the held-out pairs scored, with their digest (`pipelines.io.lineage`)
     run_id: str | None = None
 
     @property
@@ -111,7 +111,7 @@ def steady_images_per_second(actors: np.ndarray, images: np.ndarray, started: np
 
 
 def evaluation_plan(config: EvaluationConfig) -> ResourcePlan:
-    """How the connected cluster runs ``config``'s evaluations (see `pipelines.resources`)."""
+    """How the connected cluster runs ``config``'s evaluations (see `pipelines.runtime.resources`)."""
     return plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
                             gpus_per_actor=config.gpus_per_actor)
 

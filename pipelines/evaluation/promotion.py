@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pipelines.errors import UserError
 from pipelines.evaluation.evaluate import ModelEvaluation
-from pipelines.model_refs import set_model_alias, set_model_version_tags
+from pipelines.tracking.models import set_model_alias, set_model_version_tags
 
 CHAMPION_ALIAS = "champion"
 REGISTRY_PREFIX = "models:/"

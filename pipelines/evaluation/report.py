@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipelines.evaluation.evaluate import ModelEvaluation
-from pipelines.plots import mean_iu_vs_speed_png, per_class_iu_png
+from pipelines.tracking.plots import mean_iu_vs_speed_png, per_class_iu_png
 
 COMPARISON_MARKDOWN = "comparison.md"
 COMPARISON_CSV = "comparison.csv"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pipelines.errors import ConfigError
-from pipelines.segmentation.table import PARTITION_PATTERN
+from pipelines.stats.table import PARTITION_PATTERN
 
 
 @dataclass

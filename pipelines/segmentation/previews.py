@@ -4,10 +4,10 @@ from __future__ import annotations
 import posixpath
 
 from fcn_core.masks import decode_mask_png, overlay
-from pipelines import storage
-from pipelines.decode import ImageDecodeError, decode_image
-from pipelines.segmentation.stats import OK
-from pipelines.segmentation.table import StatsTable
+from pipelines.io import storage
+from pipelines.io.decode import ImageDecodeError, decode_image
+from pipelines.stats.rows import OK
+from pipelines.stats.table import StatsTable
 
 # Rows tried per preview wanted: inputs are deleted from live buckets, so a few may be gone.
 ATTEMPTS_PER_PREVIEW = 4

@@ -22,8 +22,9 @@ import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
 from fcn_core.masks import labelmap_text
-from pipelines import storage, tracking
-from pipelines.corpus import (
+from pipelines.io import storage
+from pipelines import tracking
+from pipelines.io.corpus import (
     DEFAULT_ROWS_PER_BLOCK,
     FETCH_TASK_CPUS,
     ListingPlan,
@@ -34,22 +35,22 @@ from pipelines.corpus import (
     plan_listing,
 )
 from pipelines.errors import UserError
-from pipelines.lineage import DataInput, SetDigest
-from pipelines.listing import CorpusFilter, ObjectInfo
-from pipelines.model_refs import resolve_model_reference
-from pipelines.output_lock import OutputLock
-from pipelines.progress import Progress
-from pipelines.resources import ResourcePlan, plan_for_cluster
-from pipelines.segmentation.committer import StatsCommitter
+from pipelines.io.lineage import DataInput, SetDigest
+from pipelines.io.listing import CorpusFilter, ObjectInfo
+from pipelines.tracking.models import resolve_model_reference
+from pipelines.io.output_lock import OutputLock
+from pipelines.runtime.progress import Progress
+from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
+from pipelines.stats.committer import StatsCommitter
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.segmentation.exports import LABELMAP_NAME
-from pipelines.segmentation.keys import MASKS_DIR, column_suffixes
-from pipelines.segmentation.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
+from pipelines.labelling.formats import LABELMAP_NAME
+from pipelines.stats.keys import MASKS_DIR, column_suffixes
+from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
 from pipelines.segmentation.stages import SegmentImages
-from pipelines.segmentation.stats import Provenance
-from pipelines.segmentation.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
+from pipelines.stats.rows import Provenance
+from pipelines.stats.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
 from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
 
 SUMMARY_NAME = "summary.json"

@@ -14,8 +14,8 @@ import torch
 
 from fcn_core.masks import encode_mask_png
 from fcn_core.postprocess import predict_mask
-from pipelines.batches import is_error, object_array
-from pipelines.inference import DeviceModel, group_by_shape
+from pipelines.runtime.batches import is_error, object_array
+from pipelines.runtime.inference import DeviceModel, group_by_shape
 
 
 class SegmentImages:
@@ -30,7 +30,7 @@ class SegmentImages:
     the checkpoint carries a reference.
 
     Images in a batch are grouped by their (inference) shape and each group runs as one forward
-    pass (``pipelines.inference``: no padding, so an image's mask never depends on which other
+    pass (``pipelines.runtime.inference``: no padding, so an image's mask never depends on which other
     images shared its batch; a corpus of same-sized images runs in full batches).
     """
 

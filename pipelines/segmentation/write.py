@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipelines import storage
-from pipelines.batches import is_error
-from pipelines.segmentation.keys import MASKS_DIR, mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table
+from pipelines.io import storage
+from pipelines.runtime.batches import is_error
+from pipelines.stats.keys import MASKS_DIR, mask_key_for
+from pipelines.stats.rows import Provenance, build_stats_table
 
 # Images per write batch: masks are written this many at a time, and the committer gets their rows together.
 WRITE_BATCH_ROWS = 64

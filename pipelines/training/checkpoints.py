@@ -26,7 +26,7 @@ from torch import nn
 
 from fcn_core.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from fcn_core.metrics import ConfusionMatrix
-from pipelines import storage
+from pipelines.io import storage
 from pipelines.training.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -96,7 +96,7 @@ def read_epoch_checkpoint(checkpoint: str, map_location: str | torch.device = "c
 def ray_storage(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """Ray Train's view of a storage URI: a pyarrow filesystem and a path on it.
 
-    Ray Train writes through pyarrow; wrapping the fsspec filesystem of `pipelines.storage` keeps
+    Ray Train writes through pyarrow; wrapping the fsspec filesystem of `pipelines.io.storage` keeps
     endpoint and credential resolution in that one place.
     """
     filesystem, path = storage.resolve(uri)

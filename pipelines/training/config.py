@@ -35,7 +35,7 @@ class TrainConfig:
     """Everything that decides what a training run does; every field is a `jobs/train_fcn.py` flag."""
 
     data: str  # labelled corpus: a local directory or an object-store URI (s3://bucket/prefix/)
-    layout: str = "auto"  # voc, paired or manifest (see pipelines.labelled); auto tells them apart
+    layout: str = "auto"  # voc, paired or manifest (see pipelines.io.labelled); auto tells them apart
     train_split: str = "train"
     val_split: str = "val"
     class_names: tuple[str, ...] | None = None  # None: from the corpus's labelmap.txt

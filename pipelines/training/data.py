@@ -26,11 +26,11 @@ from ray.train import DataConfig
 
 from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from fcn_core.novelty import NoveltyReference
-from pipelines import storage
-from pipelines.decode import ImageDecodeError, decode_for_inference
+from pipelines.io import storage
+from pipelines.io.decode import ImageDecodeError, decode_for_inference
 from pipelines.errors import ConfigError
-from pipelines.labelled import LabelError, LabelledSource, decode_labelled_pair, list_labelled, read_labelled
-from pipelines.lineage import DataInput
+from pipelines.io.labelled import LabelError, LabelledSource, decode_labelled_pair, list_labelled, read_labelled
+from pipelines.io.lineage import DataInput
 from pipelines.training.config import TrainConfig
 from pipelines.training.resources import DATA_CPUS
 
@@ -66,7 +66,7 @@ class TrainingData:
 
     train: list[tuple[str, str]]  # the training split, then --mix-in's pairs --mix-repeat times
     val: list[tuple[str, str]]
-    inputs: list[DataInput]  # each set read, with its digest (`pipelines.lineage`)
+    inputs: list[DataInput]  # each set read, with its digest (`pipelines.io.lineage`)
     train_digest: str  # of everything trained on: the split and the mixed-in copies
 
 

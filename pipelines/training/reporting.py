@@ -1,4 +1,4 @@
-"""The prediction overlays a training run logs for its best checkpoint (its plots: `pipelines.plots`)."""
+"""The prediction overlays a training run logs for its best checkpoint (its plots: `pipelines.tracking.plots`)."""
 from __future__ import annotations
 
 import numpy as np

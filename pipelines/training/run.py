@@ -22,10 +22,11 @@ import torch
 from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from fcn_core.models import FCN, BackboneWeightsError, build_model, initialize_from, load_backbone_weights
 from fcn_core.novelty import CONFIG_KEY as NOVELTY_KEY
-from pipelines import storage, tracking
+from pipelines.io import storage
+from pipelines import tracking
 from pipelines.errors import ConfigError
-from pipelines.job_runner import connect_ray
-from pipelines.plots import confusion_matrix_png, per_class_iu_png
+from pipelines.runtime.job_runner import connect_ray
+from pipelines.tracking.plots import confusion_matrix_png, per_class_iu_png
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
 from pipelines.training.data import class_names_of, decode_rows, list_training_data, novelty_reference, read_split

@@ -17,7 +17,7 @@ import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from pipelines.job_runner import find_user_error
+from pipelines.runtime.job_runner import find_user_error
 from pipelines.training.checkpoints import checkpoint_uri, ray_storage
 from pipelines.training.config import TrainConfig
 from pipelines.training.data import TRAIN, VAL, SegmentationDataConfig

@@ -22,10 +22,10 @@ import pytest
 from fcn_core.masks import decode_mask_png, labelmap_text
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from jobs.export_labels import build_parser, main
-from pipelines.segmentation.exports import LABELMAP_NAME, export_formats
-from pipelines.segmentation.keys import mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table
-from pipelines.segmentation.table import StatsTable
+from pipelines.labelling.formats import LABELMAP_NAME, export_formats
+from pipelines.stats.keys import mask_key_for
+from pipelines.stats.rows import Provenance, build_stats_table
+from pipelines.stats.table import StatsTable
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_reading_statistics_then_exiting_never_aborts(segmented_output):
     Reading Parquet from Python-owned buffers aborted 29 of 600 runs; reading the table through
     ``DeltaTable.to_pyarrow_dataset`` (a Python filesystem) 9 of 22. The table's own engine: none.
     """
-    program = ("import sys; from pipelines.segmentation.table import StatsTable; "
+    program = ("import sys; from pipelines.stats.table import StatsTable; "
                f"StatsTable.of(sys.argv[1]).rows(['image_key', 'mask_uri', 'status'], partition='date={DATE}')")
     results = _run_in_fresh_processes([["-c", program, str(segmented_output)]] * 60)
     assert not _failures(results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.import_labels import build_parser, main
-from pipelines.segmentation.exports import export_masks, import_formats
+from pipelines.labelling.formats import export_masks, import_formats
 from tests.pipelines.segmentation.test_imports import (
     build_output,
     corrected_export,

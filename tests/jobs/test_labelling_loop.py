@@ -23,7 +23,7 @@ from PIL import Image
 from fcn_core.masks import decode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES, SyntheticCorpus, generate_corpus
 from jobs import compare_models, export_labels, import_labels, nightly_label, train_fcn
-from pipelines.lineage import CONTEXT_TAG
+from pipelines.io.lineage import CONTEXT_TAG
 from tests.jobs.test_train_fcn import TINY
 from tests.pipelines.segmentation.test_imports import SegmentedOutput, correct_label_studio
 

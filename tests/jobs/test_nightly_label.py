@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from jobs import export_labels, nightly_label
-from pipelines.output_lock import OutputLock
+from pipelines.io.output_lock import OutputLock
 from tests.fixtures.stats_table import table_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,8 +19,8 @@ from PIL import Image
 from fcn_core.masks import decode_mask_png
 from fcn_core.postprocess import predict_mask
 from jobs import segment_bucket
-from pipelines import storage
-from pipelines.inference import DeviceModel
+from pipelines.io import storage
+from pipelines.runtime.inference import DeviceModel
 from pipelines.segmentation.prepare import prepare_images
 from tests.fixtures.stats_table import table_rows
 

@@ -16,8 +16,8 @@ import ray
 from deltalake import DeltaTable
 
 from jobs import segment_bucket
-from pipelines.segmentation.keys import mask_key_for
-from pipelines.segmentation.stats import Provenance, build_stats_table
+from pipelines.stats.keys import mask_key_for
+from pipelines.stats.rows import Provenance, build_stats_table
 from tests.fixtures.stats_table import s3_table_options, table_rows
 from tests.reliability.buckets import put_objects, unique_bucket
 from tests.reliability.hostile_corpus import tiny_jpeg
@@ -139,7 +139,7 @@ def test_reruns_of_a_manifest_on_the_machines_own_cpus(synthetic_corpus, tiny_ch
     """The rerun's cluster-side steps (ledger hashing, filtering, the totals pass) on a Ray with this machine's
     real CPU count: the job's own private Ray, as a user's first try starts it (a test Ray with extra logical
     CPUs would hide a task waiting for a CPU that an actor holds)."""
-    from pipelines.listing import iter_objects, write_manifest
+    from pipelines.io.listing import iter_objects, write_manifest
 
     bucket, output, manifest = tmp_path / "bucket", tmp_path / "labels", tmp_path / "listing.parquet"
     _images(bucket, synthetic_corpus, 5)

@@ -24,7 +24,7 @@ from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import decode_mask_png, encode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from jobs import train_fcn
-from pipelines import storage
+from pipelines.io import storage
 from pipelines.training.checkpoints import epoch_of, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -300,7 +300,7 @@ def test_one_and_two_workers_reach_the_same_metrics_with_the_same_global_batch(r
         metrics[workers] = load_checkpoint(str(latest)).metrics
     # Ray Data hands rows to workers in no fixed order, so the two runs see the same images in
     # different batches: their scores agree closely, not to the bit. That one step on a split
-    # batch equals the step on the whole batch is proven exactly in tests/pipelines/test_training_loop.py.
+    # batch equals the step on the whole batch is proven exactly in tests/pipelines/training/test_loop.py.
     for key in PAPER_METRICS:
         assert metrics[1][key] == pytest.approx(metrics[2][key], abs=0.03), key
 

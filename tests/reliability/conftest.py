@@ -56,7 +56,7 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture
 def s3_files(s3_server):
-    """An s3fs client of the session's S3 server, independent of ``pipelines.storage``."""
+    """An s3fs client of the session's S3 server, independent of ``pipelines.io.storage``."""
     import s3fs
 
     return s3fs.S3FileSystem(key=s3_server.access_key, secret=s3_server.secret_key, skip_instance_cache=True,

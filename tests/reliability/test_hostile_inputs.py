@@ -4,7 +4,7 @@ Every odd file of ``hostile_corpus.odd_files`` must end as exactly one row: ``ok
 model gives for the image as a viewer shows it, or ``error`` with a reason. Whatever the input key,
 nothing is written outside the output prefix, and the exit code follows ``--max-error-fraction``.
 The decoder and the key mapping have their own property-based tests
-(``tests/pipelines/test_decode.py``, ``tests/pipelines/segmentation/test_keys.py``).
+(``tests/pipelines/io/test_decode.py``, ``tests/pipelines/stats/test_keys.py``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 from fcn_core.masks import decode_mask_png
 from jobs import segment_bucket
-from pipelines.listing import MANIFEST_SCHEMA
+from pipelines.io.listing import MANIFEST_SCHEMA
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.stages import SegmentImages
 from tests.reliability.audit import audit_output

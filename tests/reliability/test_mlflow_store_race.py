@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.tracking import (
+from pipelines.tracking.client import (
     TrackingSettings,
     TrackingUnavailableError,
     check_tracking_server,
@@ -34,8 +34,8 @@ EXPERIMENT = "store-race"
 # open the new store at the same moment. The outcome of a trial is "ok" or the error's first line.
 _WORKER = textwrap.dedent("""
     import os, sys, time
-    from pipelines.tracking import TrackingSettings, check_tracking_server, start_run
-    from pipelines.model_refs import get_model_version_by_alias
+    from pipelines.tracking.client import TrackingSettings, check_tracking_server, start_run
+    from pipelines.tracking.models import get_model_version_by_alias
 
     root, experiment = sys.argv[1], sys.argv[5]
     worker, workers, trials = (int(value) for value in sys.argv[2:5])
@@ -63,7 +63,7 @@ _WORKER = textwrap.dedent("""
 # created the temporary copy of a table it alters.
 _KILLED_WHILE_MIGRATING = textwrap.dedent("""
     import os, sys, sqlalchemy
-    from pipelines.tracking import check_tracking_server
+    from pipelines.tracking.client import check_tracking_server
 
     @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "after_cursor_execute")
     def killed(connection, cursor, statement, *args):
@@ -75,7 +75,7 @@ _KILLED_WHILE_MIGRATING = textwrap.dedent("""
 
 _LATER_JOB = textwrap.dedent("""
     import sys
-    from pipelines.tracking import TrackingSettings, start_run
+    from pipelines.tracking.client import TrackingSettings, start_run
 
     with start_run(TrackingSettings(tracking_uri=sys.argv[1], experiment="later"), "later", {}) as run:
         run.log_metrics({"loss": 1.0})

@@ -5,7 +5,7 @@ fresh Ray runtime is started with the job's S3 endpoint pointing at the proxy, s
 the driver and of every Ray worker crosses it.
 
 * A short outage (the port refuses connections for a few seconds, open connections are dropped
-  mid-request) is ridden out by the retries with backoff of ``pipelines.storage``: the run
+  mid-request) is ridden out by the retries with backoff of ``pipelines.io.storage``: the run
   completes, exactly once.
 * A server that stays down (SeaweedFS killed with SIGKILL, its port refusing connections) outlasts
   the retry budget (``RetryPolicy``: 6 attempts with 8-16 s of backoff, each attempt being up to 3

@@ -1,0 +1,30 @@
+"""Which store serves which URI scheme: each backend module registers its class once, on import."""
+from __future__ import annotations
+
+from pipelines.io.stores.base import Store, scheme_of
+
+_stores: dict[str, Store] = {}
+# Schemes no backend registers go to fsspec as they are (``memory://``, ``az://`` with adlfs, ...).
+_ANY_FSSPEC = Store()
+
+
+def register_store(cls: type[Store]) -> type[Store]:
+    """Class decorator: serve ``cls.schemes`` with one instance of ``cls``."""
+    if not cls.schemes:
+        raise ValueError(f"{cls.__name__} names no URI scheme to serve")
+    taken = [scheme for scheme in cls.schemes if scheme in _stores]
+    if taken:
+        raise ValueError(f"{cls.__name__}: scheme(s) {', '.join(taken)} already served by "
+                         f"{type(_stores[taken[0]]).__name__}")
+    store = cls()
+    _stores.update(dict.fromkeys(cls.schemes, store))
+    return cls
+
+
+def store_for(uri: str) -> Store:
+    """The store registered for the scheme of ``uri``; the plain fsspec store for any other scheme."""
+    return _stores.get(scheme_of(uri), _ANY_FSSPEC)
+
+
+def registered_schemes() -> list[str]:
+    return sorted(_stores)

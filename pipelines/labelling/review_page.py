@@ -1,0 +1,152 @@
+"""The review page: a night's review list as one static HTML page, thumbnails beside it.
+
+``OUTPUT/review/date=DATE/index.html`` lists the images of the night's review list, most
+doubtful first (`pipelines.labelling.review.ReviewRule`): the photo, its mask over it, why it
+is listed, its confidence and novelty, the share and mean confidence of each class it holds, and
+its URI. Thumbnails are small JPEGs under ``thumbs/`` next to the page and referenced by relative
+paths, so the folder opens offline, copied anywhere, from the object store (through any static
+file server, or a presigned URL per file) and as an MLflow artifact. A line at the top says how
+many thumbnails the browser could load, so a page opened away from its thumbnails says so.
+"""
+from __future__ import annotations
+
+import html
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from fcn_core.masks import decode_mask_png, overlay
+from pipelines.io import storage
+from pipelines.io.decode import ImageDecodeError, decode_for_inference
+
+if TYPE_CHECKING:  # review.py imports this module
+    from pipelines.labelling.review import ReviewRule
+
+THUMBNAIL_SIDE = 256
+PAGE_LIMIT = 200  # images on the page; the CSV beside it lists them all
+SHOWN_SHARE = 0.005  # classes below this share of an image are left out of its line
+
+
+@dataclass(frozen=True)
+class ReviewedImage:
+    """One line of the page: where the image and mask are, and what the statistics say of them."""
+
+    image_uri: str
+    mask_uri: str
+    mean_confidence: float
+    novelty: float | None  # None: the model carries no novelty reference
+    reason: str  # why it is on the list
+    shares: dict[str, float]  # class -> fraction of the image's pixels
+    confidences: dict[str, float | None]  # class -> mean confidence over its pixels
+
+
+def thumbnails(image_bytes: bytes, mask_bytes: bytes) -> tuple[bytes, bytes]:
+    """JPEG thumbnails (longer side `THUMBNAIL_SIDE`) of the photo and of the mask over it.
+
+    The photo is decoded at reduced size (as for inference, EXIF orientation applied); the mask,
+    at full size, is shrunk to the same size by nearest neighbour so classes stay classes.
+    """
+    photo = decode_for_inference(image_bytes, max_side=THUMBNAIL_SIDE).pixels  # (h, w, 3)
+    height, width = photo.shape[:2]
+    mask = np.asarray(Image.fromarray(decode_mask_png(mask_bytes)).resize((width, height), Image.NEAREST))
+    return _jpeg(photo), _jpeg(overlay(photo, mask, alpha=0.5))
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def render_page(date: str, images: list[ReviewedImage], thumbnail_names: list[tuple[str, str] | None], *,
+                rule: ReviewRule, listed: int) -> str:
+    """The page's HTML; ``thumbnail_names[i]`` is (photo, overlay) relative to the page, or None if unreadable."""
+    lines = []
+    for rank, (image, names) in enumerate(zip(images, thumbnail_names), start=1):
+        classes = ", ".join(
+            f"{html.escape(name)} {share:.1%}" + (f" (conf. {image.confidences[name]:.2f})"
+                                                  if image.confidences.get(name) is not None else "")
+            for name, share in sorted(image.shares.items(), key=lambda item: -item[1]) if share >= SHOWN_SHARE)
+        pictures = ("<td colspan=2 class=missing>image or mask no longer readable</td>" if names is None else
+                    f"<td><img src='{names[0]}' alt='photo {rank}'></td>"
+                    f"<td><img src='{names[1]}' alt='mask {rank}'></td>")
+        uri = html.escape(image.image_uri)
+        novelty = "—" if image.novelty is None else f"{image.novelty:.2f}"
+        lines.append(f"<tr><td>{rank}</td>{pictures}<td>{html.escape(image.reason)}</td>"
+                     f"<td><b>{image.mean_confidence:.3f}</b></td><td><b>{novelty}</b></td>"
+                     f"<td>{classes}</td><td class=uri><a href='{uri}'>{uri}</a></td></tr>")
+    shown = f"the {len(images)} most doubtful shown" if listed > len(images) else "all shown"
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>Review {html.escape(date)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 6px; vertical-align: top; }}
+img {{ max-width: {THUMBNAIL_SIDE}px; max-height: {THUMBNAIL_SIDE}px; display: block; }}
+.uri {{ font-family: monospace; font-size: 85%; word-break: break-all; max-width: 28em; }}
+.missing {{ color: #a00; }}
+</style></head>
+<body>
+<h1>Review list {html.escape(date)}</h1>
+<p>{listed} images with mean confidence below {rule.confidence_below:g} or novelty above {rule.novelty_above:g}
+({shown}), most doubtful first. Mean confidence is the average over an image's pixels of its winning class's
+softmax probability: low when the model hesitates between classes. Novelty says how unlike the model's training
+images an image is (its colours and texture): 1 is as far out as the 1% most unusual training images, 2 twice as
+far. On images unlike any it was trained on a model can be confident and wrong, so novelty lists them too.</p>
+<p id=thumbnail-status>loading thumbnails...</p>
+<table><tr><th>#</th><th>photo</th><th>mask</th><th>why</th><th>confidence</th><th>novelty</th>
+<th>classes (share, confidence)</th>
+<th>image</th></tr>
+{chr(10).join(lines)}
+</table>
+<script>
+window.addEventListener("load", () => {{
+  const images = [...document.images];
+  const loaded = images.filter(image => image.complete && image.naturalWidth > 0).length;
+  const status = document.getElementById("thumbnail-status");
+  status.dataset.loaded = loaded;
+  status.dataset.total = images.length;
+  status.textContent = loaded === images.length ? `all ${{images.length}} thumbnails loaded`
+    : `${{images.length - loaded}} of ${{images.length}} thumbnails could not be loaded: `
+      + "open the page beside its thumbs/ folder";
+}});
+</script>
+</body></html>
+"""
+
+
+def write_review_page(folder_uri: str, date: str, images: list[ReviewedImage], *, rule: ReviewRule,
+                      listed: int) -> dict[str, bytes]:
+    """Write ``folder_uri/index.html`` and ``folder_uri/thumbs/*.jpg``; returns them by relative name.
+
+    At most `PAGE_LIMIT` images (the caller passes them most doubtful first). Thumbnails are made
+    a few at a time (decoding releases the GIL); an image or mask that can no longer be read gets a
+    line saying so instead of a reason for the night's run to fail.
+    """
+    shown = images[:PAGE_LIMIT]
+
+    def make(image: ReviewedImage) -> tuple[bytes, bytes] | None:
+        try:
+            return thumbnails(storage.read_bytes(image.image_uri), storage.read_bytes(image.mask_uri))
+        except (storage.ObjectNotFoundError, ImageDecodeError, ValueError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        made = list(pool.map(make, shown))
+    files: dict[str, bytes] = {}
+    names: list[tuple[str, str] | None] = []
+    for rank, pair in enumerate(made, start=1):
+        if pair is None:
+            names.append(None)
+            continue
+        photo, painted = f"thumbs/{rank:04d}-photo.jpg", f"thumbs/{rank:04d}-mask.jpg"
+        files[photo], files[painted] = pair
+        names.append((photo, painted))
+    files["index.html"] = render_page(date, shown, names, rule=rule, listed=listed).encode()
+    for name, data in files.items():
+        storage.write_bytes_atomic(storage.join(folder_uri, name), data)
+    return files

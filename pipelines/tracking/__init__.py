@@ -1,0 +1,47 @@
+"""MLflow for every job: where runs go, what they log (redacted), models and ``--model`` references,
+the lineage of the data a run read, and the plots runs attach."""
+from pipelines.tracking.client import (
+    DisabledRun,
+    TrackedRun,
+    TrackingSettings,
+    check_tracking_server,
+    flatten_params,
+    is_secret_name,
+    mlflow_client,
+    plain_config,
+    redact,
+    redact_mapping,
+    resolve_tracking_uri,
+    start_run,
+)
+from pipelines.tracking.models import (
+    LoggedModel,
+    ResolvedModel,
+    get_model_version_by_alias,
+    log_checkpoint_model,
+    resolve_model_reference,
+    set_model_alias,
+    set_model_version_tags,
+)
+
+__all__ = [
+    "DisabledRun",
+    "LoggedModel",
+    "ResolvedModel",
+    "TrackedRun",
+    "TrackingSettings",
+    "check_tracking_server",
+    "flatten_params",
+    "get_model_version_by_alias",
+    "is_secret_name",
+    "log_checkpoint_model",
+    "mlflow_client",
+    "plain_config",
+    "redact",
+    "redact_mapping",
+    "resolve_model_reference",
+    "resolve_tracking_uri",
+    "set_model_alias",
+    "set_model_version_tags",
+    "start_run",
+]

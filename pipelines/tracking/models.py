@@ -1,0 +1,235 @@
+"""Models in MLflow: logging a checkpoint as a model, and turning a ``--model`` reference into a file.
+
+A model logged here is an ``mlflow.pytorch`` model (a ``pt2`` exported graph, signature and input
+example, so MLflow's own tools can serve it) that carries our checkpoint as
+``extra_files/checkpoint.pt``. The checkpoint holds architecture, classes and normalisation, so it
+alone rebuilds the model: every reference resolves to that one file, which
+``fcn_core.checkpoint.load_checkpoint`` opens with ``torch.load(weights_only=True)``. Nothing in
+this project loads MLflow's model files, and nothing unpickles arbitrary objects. (The exported
+graph, for MLflow's own serving, is traced at 64x64 and keeps the shape guards of the alignment
+code: the tiny compact FCN-8s serves sides that are multiples of 32 from 64 up.)
+
+References a user may pass as ``--model``::
+
+    models:/NAME@ALIAS        a registered model's alias (``candidate``, ``champion``)
+    models:/NAME/VERSION      a registered model version
+    runs:/RUN_ID/PATH         a model logged in a run (PATH = its name, e.g. ``model``), or a
+                              checkpoint file logged as a run artifact
+    PATH or URI               a checkpoint file: local, file://, s3://, any fsspec URI
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from fcn_core.checkpoint import load_checkpoint
+from pipelines.io import storage
+from pipelines.tracking.client import ModelReferenceError, mlflow_client, plain_config, redact, resolve_tracking_uri
+
+CHECKPOINT_FILE_NAME = "checkpoint.pt"
+CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
+# The input example the model is exported with: a batch of 2 (a batch of 1 would be exported as a
+# fixed size), small enough that exporting a full-width VGG16 FCN stays quick on a CPU.
+EXAMPLE_SHAPE = (2, 3, 64, 64)
+# What the registry answers for a name, version or alias that does not exist (MLflow uses both).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedModel:
+    """Where ``log_checkpoint_model`` put the model; ``model_uri`` is a valid ``--model`` reference."""
+
+    model_uri: str
+    run_id: str
+    name: str | None
+    version: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """A ``--model`` reference resolved to a local checkpoint file, with its registry coordinates."""
+
+    checkpoint_path: str
+    reference: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+
+def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
+                         registered_model_name: str | None = None, alias: str | None = None) -> LoggedModel:
+    """Log the checkpoint at ``checkpoint_path`` (path or URI) as a model of the active run.
+
+    Optionally registers it as a new version of ``registered_model_name`` and points ``alias`` at
+    that version. Call it inside ``with start_run(...)``: the active run is where it goes.
+    """
+    if alias and not registered_model_name:
+        raise ValueError("an alias needs registered_model_name")
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("log_checkpoint_model logs into the active MLflow run: call it inside "
+                           "`with start_run(...)`")
+    with tempfile.TemporaryDirectory(prefix="fcn-model-") as workdir:
+        local_path = _fetch_checkpoint(checkpoint_path, workdir, checkpoint_path)
+        loaded = load_checkpoint(local_path)
+        attached = os.path.join(workdir, CHECKPOINT_FILE_NAME)
+        if os.path.abspath(local_path) != attached:  # attach it under the one name resolution expects
+            shutil.copyfile(local_path, attached)  # (MLflow refuses symlinks that leave the directory)
+        num_classes = loaded.spec.num_classes
+        signature = ModelSignature(  # normalised images (N, 3, H, W) -> logits (N, C, H, W)
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]))
+        info = mlflow.pytorch.log_model(
+            loaded.model.eval(), name=artifact_path, signature=signature,
+            input_example=np.zeros(EXAMPLE_SHAPE, dtype=np.float32), serialization_format="pt2",
+            extra_files=[attached], pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            registered_model_name=registered_model_name,
+            metadata={"checkpoint": CHECKPOINT_IN_MODEL, "spec": plain_config(loaded.spec),
+                      "class_names": list(loaded.class_names),
+                      "normalization": plain_config(loaded.normalization)})
+    version = None if info.registered_model_version is None else str(info.registered_model_version)
+    if alias:
+        set_model_alias(registered_model_name, alias, version, tracking_uri=mlflow.get_tracking_uri())
+    model_uri = (f"models:/{registered_model_name}/{version}" if version
+                 else f"runs:/{active.info.run_id}/{artifact_path}")
+    return LoggedModel(model_uri=model_uri, run_id=active.info.run_id, name=registered_model_name,
+                       version=version)
+
+
+def resolve_model_reference(reference: str, *, download_dir: str | None = None,
+                            tracking_uri: str | None = None) -> ResolvedModel:
+    """Turn ``reference`` into a local checkpoint file, downloading only that file when needed.
+
+    Downloads go to a new directory inside ``download_dir`` (default: the system's temporary
+    directory), so two references never overwrite each other; a local checkpoint is used in place.
+    Raises ``ModelReferenceError`` naming the reference when nothing matches.
+    """
+    uri = tracking_uri or resolve_tracking_uri()
+    if reference.startswith("models:/"):
+        return _resolve_registered(reference, download_dir, uri)
+    if reference.startswith("runs:/"):
+        return _resolve_run(reference, download_dir, uri)
+    return ResolvedModel(checkpoint_path=_fetch_checkpoint(reference, download_dir, reference),
+                         reference=reference, name=None, version=None, run_id=None)
+
+
+def set_model_alias(name: str, alias: str, version: str, *, tracking_uri: str | None = None) -> None:
+    """Point ``models:/name@alias`` at ``version`` (moving it if it pointed elsewhere)."""
+    mlflow_client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def set_model_version_tags(name: str, version: str, tags: Mapping[str, Any], *,
+                           tracking_uri: str | None = None) -> None:
+    """Tag version ``version`` of registered model ``name``: what the registry page shows beside the version."""
+    client = mlflow_client(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> str | None:
+    """The version ``models:/name@alias`` points at, or None if the model or the alias does not exist."""
+    try:
+        return str(mlflow_client(tracking_uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException as error:
+        if error.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
+def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
+    client = mlflow_client(tracking_uri)
+    body = reference[len("models:/"):]
+    name, at, alias = body.partition("@")
+    if at and name and alias and "/" not in alias:
+        lookup, what = (lambda: client.get_model_version_by_alias(name, alias)), f"no alias '{alias}'"
+    else:
+        name, slash, version = body.partition("/")
+        if not (slash and name and version.isdigit()):
+            raise ModelReferenceError(f"{reference}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        lookup, what = (lambda: client.get_model_version(name, version)), f"no version {version}"
+    try:
+        model_version = lookup()
+    except MlflowException as error:
+        if error.error_code not in _NOT_FOUND:
+            raise
+        if not _registered_model_exists(client, name):
+            raise ModelReferenceError(f"{reference}: no registered model named '{name}'") from None
+        raise ModelReferenceError(f"{reference}: registered model '{name}' has {what}") from None
+    download_uri = client.get_model_version_download_uri(name, model_version.version)
+    path = _download(f"{download_uri}/{CHECKPOINT_IN_MODEL}", download_dir, tracking_uri, reference)
+    return ResolvedModel(checkpoint_path=path, reference=reference, name=name,
+                         version=str(model_version.version), run_id=model_version.run_id)
+
+
+def _registered_model_exists(client: mlflow.MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code in _NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def _resolve_run(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
+    run_id, _, path = reference[len("runs:/"):].partition("/")
+    path = path.strip("/")
+    if not (run_id and path):
+        raise ModelReferenceError(f"{reference}: expected runs:/RUN_ID/PATH")
+    try:
+        mlflow_client(tracking_uri).get_run(run_id)
+    except MlflowException as error:
+        if error.error_code not in _NOT_FOUND:
+            raise
+        raise ModelReferenceError(f"{reference}: no run with id '{run_id}'") from None
+    listing = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
+    is_model = any(posixpath.basename(entry.path) == "MLmodel" for entry in listing)
+    artifact = f"{path}/{CHECKPOINT_IN_MODEL}" if is_model else path
+    local = _download(f"runs:/{run_id}/{artifact}", download_dir, tracking_uri, reference)
+    return ResolvedModel(checkpoint_path=local, reference=reference, name=None, version=None, run_id=run_id)
+
+
+def _new_download_dir(download_dir: str | None) -> str:
+    """A fresh directory inside ``download_dir`` (or the temporary directory): no clobbering."""
+    if download_dir:
+        os.makedirs(download_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix="fcn-model-", dir=download_dir)
+
+
+def _download(artifact_uri: str, download_dir: str | None, tracking_uri: str, reference: str) -> str:
+    """Download one artifact file; a missing file or a directory is the reference's fault."""
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri,
+                                                    dst_path=_new_download_dir(download_dir),
+                                                    tracking_uri=tracking_uri)
+    except (MlflowException, OSError):
+        raise ModelReferenceError(
+            f"{reference}: no checkpoint there (expected a model logged by log_checkpoint_model, "
+            f"with {CHECKPOINT_IN_MODEL}, or a checkpoint file)") from None
+    if not os.path.isfile(local):
+        raise ModelReferenceError(f"{reference}: is a directory, not a checkpoint file or a logged model")
+    return local
+
+
+def _fetch_checkpoint(uri: str, download_dir: str | None, reference: str) -> str:
+    """A local path for the checkpoint file at ``uri``: itself if local, else a downloaded copy."""
+    filesystem, path = storage.resolve(uri)
+    if not storage.run_io(uri, lambda: filesystem.isfile(path)):
+        raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(uri)}")
+    if storage.is_local(filesystem):
+        return path
+    local = os.path.join(_new_download_dir(download_dir), posixpath.basename(path))
+    storage.run_io(uri, lambda: filesystem.get_file(path, local))
+    return local
