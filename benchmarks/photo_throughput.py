@@ -50,8 +50,8 @@ from fcn_core.checkpoint import load_checkpoint, save_checkpoint
 from fcn_core.masks import encode_mask_png
 from fcn_core.models import build_model
 from fcn_core.postprocess import predict_mask
-from pipelines.runtime.cpu_allocator import reuse_freed_memory
 from pipelines.io.decode import decode_for_inference
+from pipelines.runtime.cpu_allocator import reuse_freed_memory
 from pipelines.runtime.inference import group_by_shape
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "immunohistochemistry")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from fcn_core.novelty import NoveltyReference
 from fcn_core.synthetic import generate_corpus
-from pipelines.labelling.review import ReviewRule
+from pipelines.labelling.review_rule import ReviewRule
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcn_core.errors import CheckpointError
 from fcn_core.models import FCN, ModelSpec, build_model
 from fcn_core.models.state import load_weights_only, state_dict_mismatch
 from fcn_core.normalization import Normalization
@@ -28,10 +29,6 @@ FORMAT = "fcn-pipeline-checkpoint"
 FORMAT_VERSION = 1
 
 Source = str | os.PathLike[str] | IO[bytes]
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be written or loaded; the one-line message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import argparse
 import sys
 
 from pipelines.evaluation.config import DEFAULT_EXPERIMENT, EvaluationConfig
-from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.io.labelled import LAYOUTS
+from pipelines.runtime.job_runner import connect_ray, run_cli
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:

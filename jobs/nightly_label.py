@@ -22,9 +22,9 @@ import datetime
 import sys
 
 from pipelines.errors import ConfigError
+from pipelines.labelling.review_rule import ReviewRule
 from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.labelling.review import ReviewRule
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,11 @@
 """FCN semantic-segmentation models (Long, Shelhamer, Darrell 2015) behind one `build_model` factory."""
+from fcn_core.errors import BackboneWeightsError
 from fcn_core.models.fcn import FCN
 from fcn_core.models.registry import build_model, list_models
 from fcn_core.models.spec import ModelOptions, ModelSpec
 from fcn_core.models.state import initialize_from
 from fcn_core.models.vgg import convert_vgg16_classifier
-from fcn_core.models.weights import BackboneWeightsError, load_backbone_weights
+from fcn_core.models.weights import load_backbone_weights
 
 __all__ = [
     "FCN",

@@ -4,12 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fcn_core.errors import BackboneWeightsError
 from fcn_core.models.fcn import FCN
 from fcn_core.models.state import load_weights_only
-
-
-class BackboneWeightsError(RuntimeError):
-    """Backbone weights could not be obtained or do not fit; the message says what to do."""
 
 
 def load_backbone_weights(model: FCN, source: str | os.PathLike[str]) -> list[str]:

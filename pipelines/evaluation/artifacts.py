@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pipelines.io import storage
-from pipelines.tracking.client import DisabledRun, TrackedRun
+from pipelines.tracking.runs import DisabledRun, TrackedRun
 
 
 def publish_files(files: Mapping[str, bytes], run: TrackedRun | DisabledRun, output: str | None) -> list[str]:

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fcn_core.checkpoint import read_checkpoint_metadata
-from pipelines.io import storage
-from pipelines import tracking
-from pipelines.errors import ConfigError, UserError
+from pipelines.errors import ConfigError, IncomparableModelsError
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.evaluate import (
@@ -36,15 +34,14 @@ from pipelines.evaluation.promotion import (
     promotion_name,
 )
 from pipelines.evaluation.report import COMPARISON_MARKDOWN, comparison_files
-from pipelines.tracking.models import ResolvedModel, get_model_version_by_alias, resolve_model_reference
+from pipelines.io import storage
 from pipelines.stats.keys import column_suffixes
+from pipelines.tracking.client import TrackingSettings, check_tracking_server
+from pipelines.tracking.models import ResolvedModel, get_model_version_by_alias, resolve_model_reference
+from pipelines.tracking.runs import TrackedRun, start_run
 
 PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 PROMOTION_JSON = "promotion.json"
-
-
-class IncomparableModelsError(UserError):
-    """The models predict different classes, or were scored on different data: their scores cannot be compared."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +99,10 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
 
     Needs a connected Ray. Per-model files go to ``OUTPUT/evaluations/<reference as a name>/``.
     """
-    settings = tracking.TrackingSettings(enabled=config.evaluation.tracking, experiment=config.evaluation.experiment)
+    settings = TrackingSettings(enabled=config.evaluation.tracking, experiment=config.evaluation.experiment)
     name = promotion_name(config.models) if config.promote else None
     if settings.enabled:
-        tracking.check_tracking_server(settings.tracking_uri)
+        check_tracking_server(settings.tracking_uri)
     output = config.evaluation.output
 
     with tempfile.TemporaryDirectory(prefix="fcn-compare-") as downloads:
@@ -133,10 +130,10 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
         decision = decide_promotion(name, evaluations[:len(config.models)], champion)
     files = comparison_files(evaluations)
     params = {**config.to_dict(), "models": list(config.models)}
-    with tracking.start_run(settings, run_name="compare_models", params=params) as run:
+    with start_run(settings, run_name="compare_models", params=params) as run:
         for evaluation in evaluations:
             if evaluation.run_id:
-                tracking.TrackedRun(settings.tracking_uri, evaluation.run_id).set_tags({PARENT_RUN_TAG: run.run_id})
+                TrackedRun(settings.tracking_uri, evaluation.run_id).set_tags({PARENT_RUN_TAG: run.run_id})
         scores = [e.mean_iu for e in evaluations[:len(config.models)] if not math.isnan(e.mean_iu)]
         run.log_metrics({"best_mean_iu": max(scores, default=math.nan), "models": float(len(config.models))})
         if decision is not None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pipelines.io.decode import DEFAULT_MAX_PIXELS
 from pipelines.errors import ConfigError
+from pipelines.io.decode import DEFAULT_MAX_PIXELS
 from pipelines.io.labelled import LAYOUTS
 
 DEFAULT_EXPERIMENT = "evaluation"

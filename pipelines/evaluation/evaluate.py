@@ -32,16 +32,17 @@ import ray
 from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata
 from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
-from pipelines import tracking
 from pipelines.evaluation.artifacts import publish_files
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
 from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled, read_labelled
 from pipelines.io.lineage import DataInput
-from pipelines.tracking.models import ResolvedModel, resolve_model_reference
-from pipelines.tracking.plots import confusion_matrix_png
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.stats.keys import column_suffixes
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, resolve_tracking_uri
+from pipelines.tracking.models import ResolvedModel, resolve_model_reference, set_model_version_tags
+from pipelines.tracking.plots import confusion_matrix_png
+from pipelines.tracking.runs import start_run
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -192,7 +193,7 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     caller listed them already (None: listed here). output: a folder or URI to write the run's
     files to as well, or None. Needs a connected Ray.
     """
-    settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
+    settings = TrackingSettings(enabled=config.tracking, experiment=config.experiment)
     class_names = tuple(read_checkpoint_metadata(model.checkpoint_path).class_names)
     plan = evaluation_plan(config)
     params = {"model": model.reference, "model_name": model.name, "model_version": model.version,
@@ -200,7 +201,7 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
               "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor}
     listing = listing or list_evaluation_pairs(config)
     data = listing.data_input("evaluation")
-    with tracking.start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
+    with start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
         run.log_inputs([data])
         run.set_tags({DATA_DIGEST_TAG: data.digest})
         confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, listing.pairs, config, plan)
@@ -210,7 +211,7 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
         run.log_metrics(evaluation.metrics())
         publish_files(evaluation_files(evaluation), run, output)
         if run.enabled and model.name and model.version:
-            tracking.set_model_version_tags(model.name, model.version, {
+            set_model_version_tags(model.name, model.version, {
                 "heldout_data": f"{config.split} split of {config.data}", HELDOUT_DIGEST_TAG: data.digest,
                 "heldout_mean_iu": f"{evaluation.mean_iu:.4f}", "heldout_run_id": run.run_id},
                 tracking_uri=settings.tracking_uri)
@@ -229,7 +230,7 @@ def evaluate_reference(reference: str, config: EvaluationConfig, *,
     the input stages are warmed up (`warm_up_input_stages`) before the model is timed.
     """
     if config.tracking:
-        tracking.check_tracking_server(tracking.resolve_tracking_uri())
+        check_tracking_server(resolve_tracking_uri())
     with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:
         model = resolve_model_reference(reference, download_dir=downloads)
         listing = list_evaluation_pairs(config)

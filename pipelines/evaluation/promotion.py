@@ -15,16 +15,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.errors import UserError
+from pipelines.errors import PromotionError
 from pipelines.evaluation.evaluate import ModelEvaluation
 from pipelines.tracking.models import set_model_alias, set_model_version_tags
 
 CHAMPION_ALIAS = "champion"
 REGISTRY_PREFIX = "models:/"
-
-
-class PromotionError(UserError):
-    """``--promote`` cannot apply to these models; the message says why."""
 
 
 def registered_name(reference: str) -> str | None:

@@ -14,9 +14,10 @@ import torch
 
 from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
+from pipelines.errors import LabelError
+from pipelines.io.labelled import decode_labelled_pair
 from pipelines.runtime.batches import is_error, object_array
 from pipelines.runtime.inference import DeviceModel, group_by_shape
-from pipelines.io.labelled import LabelError, decode_labelled_pair
 
 
 def decode_pairs(batch: dict[str, np.ndarray], *, num_classes: int, max_pixels: int) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from pipelines.errors import EmptyCorpusError, StorageUnavailableError
 from pipelines.io import storage
 from pipelines.io.listing import (
     MANIFEST_SCHEMA,
@@ -49,7 +50,7 @@ from pipelines.io.listing import (
     plan_shards,
     read_manifest_batches,
 )
-from pipelines.io.storage import DEFAULT_RETRY, EmptyCorpusError, RetryPolicy, StorageUnavailableError
+from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy
 
 DEFAULT_ROWS_PER_BLOCK = 64
 DEFAULT_FETCH_CONCURRENCY = 16

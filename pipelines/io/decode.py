@@ -26,6 +26,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fcn_core.transforms import IMAGE_RESAMPLING, fit_within
+from pipelines.errors import ImageDecodeError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit (~ 9459 x 9459)
 DRAFT_SHORTFALL = 1 / 32  # how much smaller than the model's size a reduced-scale JPEG decode may come out
@@ -46,10 +47,6 @@ _ORIENTATIONS = {
 }
 _SWAPS_AXES = (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
                Image.Transpose.ROTATE_90)
-
-
-class ImageDecodeError(ValueError):
-    """Bytes that are not a decodable image; the message is the reason, short enough for a table cell."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.errors import InvalidManifestError
 from pipelines.io import storage
-from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy, StorageError
+from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy
 from pipelines.io.stores import WHOLE, ListingShard, ObjectInfo
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif")
@@ -31,10 +32,6 @@ PAGE_SIZE = 1000  # objects per listing page: the most S3 and GCS return per req
 MANIFEST_COLUMNS = ("uri", "key", "size", "etag")
 MANIFEST_SCHEMA = pa.schema([("uri", pa.string()), ("key", pa.string()), ("size", pa.int64()),
                              ("etag", pa.string())])
-
-
-class InvalidManifestError(StorageError):
-    """A manifest file cannot be read or lacks the columns a manifest has."""
 
 
 @dataclass(frozen=True)

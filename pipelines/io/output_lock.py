@@ -29,14 +29,10 @@ import time
 import uuid
 from typing import NoReturn
 
+from pipelines.errors import OutputBusyError
 from pipelines.io import storage
-from pipelines.errors import UserError
 
 LOCK_NAME = "_lock.json"
-
-
-class OutputBusyError(UserError):
-    """Another run holds the output prefix."""
 
 
 def _process_alive(pid: int) -> bool:

@@ -18,24 +18,15 @@ from typing import BinaryIO, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.errors import CredentialsInUriError
 from pipelines.io.stores import Store, registry
 from pipelines.io.stores.base import join, scheme_of
-from pipelines.io.stores.errors import (
-    AccessDeniedError,
-    BucketNotFoundError,
-    CredentialsInUriError,
-    EmptyCorpusError,
-    ObjectNotFoundError,
-    StorageError,
-    StorageUnavailableError,
-)
 from pipelines.io.stores.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
-    "DEFAULT_RETRY", "AccessDeniedError", "BucketNotFoundError", "CredentialsInUriError", "EmptyCorpusError",
-    "ObjectNotFoundError", "RetryPolicy", "StorageError", "StorageUnavailableError", "check_writable",
-    "create_new", "exists", "is_local", "join", "open_atomic", "read_bytes", "read_many", "relative_key",
-    "remove", "resolve", "run_io", "store_for", "translate_error", "upload_file", "write_bytes_atomic",
+    "DEFAULT_RETRY", "RetryPolicy", "check_writable", "create_new", "exists", "is_local", "join", "open_atomic",
+    "read_bytes", "read_many", "relative_key", "remove", "resolve", "run_io", "store_for", "translate_error",
+    "upload_file", "write_bytes_atomic",
 ]
 
 T = TypeVar("T")

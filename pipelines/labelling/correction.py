@@ -19,28 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fcn_core.masks import IGNORE_INDEX, LABELMAP_NAME
+from pipelines.errors import CorrectionError, MaskSizeError, UnknownClassError, UnknownImageError, UserError
 from pipelines.io import storage
-from pipelines.errors import UserError
 from pipelines.labelling.segmented import class_names_of, latest_per_image
 from pipelines.stats.keys import export_name_for
 from pipelines.stats.rows import OK
 from pipelines.stats.table import StatsTable
-
-
-class CorrectionError(UserError):
-    """An export that cannot be imported as it is; the message names the file and what is wrong."""
-
-
-class UnknownImageError(CorrectionError):
-    """The export names an image the output holds no segmented image of."""
-
-
-class MaskSizeError(CorrectionError):
-    """A corrected mask's size differs from its image's, as the output recorded it."""
-
-
-class UnknownClassError(CorrectionError):
-    """A corrected mask holds a class the output's labelmap.txt does not name."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Corrected masks as a labelled set, in the manifest layout that training and evaluation read (`pipelines.io.labelled`).
+"""Corrected masks as a labelled set, in the manifest layout training and evaluation read (`pipelines.io.labelled`).
 
     DEST/manifest.parquet   image_uri (the original image: nothing is copied), mask_uri and mask_sha256 (the
                             mask's content hash, so the set's digest changes with any corrected mask), a row an image
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fcn_core.masks import LABELMAP_NAME, encode_mask_png, labelmap_class_names
-from pipelines.io import storage
 from pipelines.errors import ConfigError, UserError
+from pipelines.io import storage
 from pipelines.io.labelled import MASK_SHA256
 from pipelines.labelling.formats import CorrectionError, read_corrections
 from pipelines.stats.keys import MASKS_DIR, mask_key_for

@@ -1,4 +1,4 @@
-"""The review list: the night's images a person should check first, the most doubtful first (`ReviewRule`).
+"""The review list: the night's images a person should check first, the most doubtful first (`review_rule`).
 
 Written twice: ``OUTPUT/review/date=DATE.csv`` (every image below the threshold) and the page
 ``OUTPUT/review/date=DATE/index.html`` with thumbnails (`pipelines.labelling.review_page`).
@@ -11,51 +11,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.errors import ObjectNotFoundError, UserError
 from pipelines.io import storage
-
-from pipelines import tracking
-from pipelines.errors import UserError
+from pipelines.labelling.review_page import ReviewedImage, write_review_page
+from pipelines.labelling.review_rule import ReviewRule
 from pipelines.labelling.segmented import class_names_of
 from pipelines.stats.keys import column_suffixes
-from pipelines.labelling.review_page import ReviewedImage, write_review_page
-from pipelines.stats.rows import OK
 from pipelines.stats.table import StatsTable
+from pipelines.tracking.client import mlflow_client
 
 REVIEW_COLUMNS = ["image_uri", "mask_uri", "mean_confidence", "novelty", "reason"]
-
-
-@dataclass(frozen=True)
-class ReviewRule:
-    """Which images a person should look at, and in what order.
-
-    An image is listed when its mean confidence is below ``confidence_below`` (the model hesitates)
-    or its novelty (`fcn_core.novelty`) is above ``novelty_above`` (it is unlike the training
-    images, where confidence means little). Images are ranked by how far past its threshold the
-    stronger signal is: ``priority`` = max((1 - confidence) / (1 - confidence_below), novelty /
-    novelty_above), highest first, so a listed image has a priority above 1.
-    """
-
-    confidence_below: float = 0.7
-    novelty_above: float = 1.5
-
-    def where(self, columns: list[str]) -> str:
-        """The SQL filter over the statistics table; novelty only where the table has it (tables before it did not)."""
-        low = f"mean_confidence < {float(self.confidence_below)!r}"
-        novel = f" OR novelty > {float(self.novelty_above)!r}" if "novelty" in columns else ""
-        return f"status = '{OK}' AND ({low}{novel})"
-
-    def priority(self, confidence: float, novelty: float | None) -> float:
-        hesitant = (1 - confidence) / max(1 - self.confidence_below, 1e-9)
-        return max(hesitant, (novelty or 0.0) / self.novelty_above)
-
-    def reason(self, confidence: float, novelty: float | None) -> str:
-        """What the page and the CSV say of a listed image."""
-        reasons = []
-        if novelty is not None and novelty > self.novelty_above:
-            reasons.append("unlike the training images")
-        if confidence < self.confidence_below:
-            reasons.append("low confidence")
-        return " and ".join(reasons)
 
 
 @dataclass(frozen=True)
@@ -102,7 +67,7 @@ def read_review_list(output_uri: str, date: str) -> set[str]:
     uri = storage.join(output_uri, "review", f"date={date}.csv")
     try:
         text = storage.read_bytes(uri).decode("utf-8")
-    except storage.ObjectNotFoundError:
+    except ObjectNotFoundError:
         raise UserError(f"no review list {uri}: run nightly_label.py --date {date} into {output_uri} first") from None
     return {row["image_uri"] for row in csv.DictReader(io.StringIO(text))}
 
@@ -114,4 +79,4 @@ def log_review_page(run_id: str, files: dict[str, bytes], date: str) -> None:
             path = Path(scratch, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        tracking.mlflow_client().log_artifacts(run_id, scratch, f"review/date={date}")
+        mlflow_client().log_artifacts(run_id, scratch, f"review/date={date}")

@@ -1,7 +1,7 @@
 """The review page: a night's review list as one static HTML page, thumbnails beside it.
 
 ``OUTPUT/review/date=DATE/index.html`` lists the images of the night's review list, most
-doubtful first (`pipelines.labelling.review.ReviewRule`): the photo, its mask over it, why it
+doubtful first (`pipelines.labelling.review_rule.ReviewRule`): the photo, its mask over it, why it
 is listed, its confidence and novelty, the share and mean confidence of each class it holds, and
 its URI. Thumbnails are small JPEGs under ``thumbs/`` next to the page and referenced by relative
 paths, so the folder opens offline, copied anywhere, from the object store (through any static
@@ -14,17 +14,15 @@ import html
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from fcn_core.masks import decode_mask_png, overlay
+from pipelines.errors import ImageDecodeError, ObjectNotFoundError
 from pipelines.io import storage
-from pipelines.io.decode import ImageDecodeError, decode_for_inference
-
-if TYPE_CHECKING:  # review.py imports this module
-    from pipelines.labelling.review import ReviewRule
+from pipelines.io.decode import decode_for_inference
+from pipelines.labelling.review_rule import ReviewRule
 
 THUMBNAIL_SIDE = 256
 PAGE_LIMIT = 200  # images on the page; the CSV beside it lists them all
@@ -132,7 +130,7 @@ def write_review_page(folder_uri: str, date: str, images: list[ReviewedImage], *
     def make(image: ReviewedImage) -> tuple[bytes, bytes] | None:
         try:
             return thumbnails(storage.read_bytes(image.image_uri), storage.read_bytes(image.mask_uri))
-        except (storage.ObjectNotFoundError, ImageDecodeError, ValueError):
+        except (ObjectNotFoundError, ImageDecodeError, ValueError):
             return None
 
     with ThreadPoolExecutor(max_workers=4) as pool:

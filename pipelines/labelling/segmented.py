@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from fcn_core.masks import IGNORE_INDEX, LABELMAP_NAME, decode_mask_png, labelmap_class_names
-from pipelines.io import storage
 from pipelines.errors import UserError
+from pipelines.io import storage
 from pipelines.stats.rows import OK
 from pipelines.stats.table import StatsTable
 

@@ -43,25 +43,13 @@ def _unwind_on_sigterm():
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Every exception type that carries a message written for the user."""
-    from fcn_core.checkpoint import CheckpointError
-    from pipelines.io.labelled import LabelError
-    from pipelines.io.storage import StorageError
-    from pipelines.tracking.client import ModelReferenceError, TrackingUnavailableError
-
-    return (UserError, CheckpointError, LabelError, StorageError, ModelReferenceError,
-            TrackingUnavailableError)
-
-
 def find_user_error(error: BaseException) -> BaseException | None:
     """The first user-facing error in ``error``'s cause chain, or None."""
-    types = _user_error_types()
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, types):
+        if isinstance(current, UserError):
             return current
         current = getattr(current, "cause", None) or current.__cause__ or current.__context__
     return None

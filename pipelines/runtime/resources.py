@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipelines.runtime.cpu_allocator import MALLOC_ENV
 from pipelines.errors import ConfigError
+from pipelines.runtime.cpu_allocator import MALLOC_ENV
 
 CPU_STAGE_RESERVE = 1.5  # per node: listing 0.25 + fetch 0.5 + decode 0.25 + write 0.25, plus slack
 MIN_CPUS_PER_ACTOR = 0.5

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.runtime.batches import is_error, object_array
 from pipelines.io.decode import try_decode_for_inference
+from pipelines.runtime.batches import is_error, object_array
 
 _PLACEHOLDER_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import posixpath
 
 from fcn_core.masks import decode_mask_png, overlay
+from pipelines.errors import ImageDecodeError, ObjectNotFoundError
 from pipelines.io import storage
-from pipelines.io.decode import ImageDecodeError, decode_image
+from pipelines.io.decode import decode_image
 from pipelines.stats.rows import OK
 from pipelines.stats.table import StatsTable
 
@@ -39,7 +40,7 @@ def log_previews(run, rows: list[dict], count: int) -> int:
         try:
             image = decode_image(storage.read_bytes(row["image_uri"]))
             mask = decode_mask_png(storage.read_bytes(row["mask_uri"]))
-        except (storage.ObjectNotFoundError, ImageDecodeError, ValueError):
+        except (ObjectNotFoundError, ImageDecodeError, ValueError):
             continue
         name = posixpath.splitext(posixpath.basename(row["image_uri"]))[0]
         run.log_image(overlay(image, mask, alpha=0.5), f"previews/{logged:02d}-{name}.png")

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import ray
 
 from fcn_core.checkpoint import read_checkpoint_metadata
-from fcn_core.masks import labelmap_text
+from fcn_core.masks import LABELMAP_NAME, labelmap_text
+from pipelines.errors import ErrorFractionExceeded
 from pipelines.io import storage
-from pipelines import tracking
 from pipelines.io.corpus import (
     DEFAULT_ROWS_PER_BLOCK,
     FETCH_TASK_CPUS,
@@ -34,24 +34,24 @@ from pipelines.io.corpus import (
     plan_from_listing,
     plan_listing,
 )
-from pipelines.errors import UserError
 from pipelines.io.lineage import DataInput, SetDigest
 from pipelines.io.listing import CorpusFilter, ObjectInfo
-from pipelines.tracking.models import resolve_model_reference
 from pipelines.io.output_lock import OutputLock
 from pipelines.runtime.progress import Progress
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
-from pipelines.stats.committer import StatsCommitter
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.labelling.formats import LABELMAP_NAME
-from pipelines.stats.keys import MASKS_DIR, column_suffixes
-from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
 from pipelines.segmentation.stages import SegmentImages
+from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
+from pipelines.stats.committer import StatsCommitter
+from pipelines.stats.keys import MASKS_DIR, column_suffixes
+from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.stats.rows import Provenance
 from pipelines.stats.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
-from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, resolve_tracking_uri
+from pipelines.tracking.models import resolve_model_reference
+from pipelines.tracking.runs import start_run
 
 SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
@@ -61,10 +61,6 @@ LEDGER_ROWS_PER_BLOCK = 65_536
 NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": [],
                      "labelled": SetDigest(), "model_ready_at": None, "steady_rate": None}
 PROGRESS_POLL_S = 1.0
-
-
-class ErrorFractionExceeded(UserError):
-    """More images failed than ``--max-error-fraction`` allows; no summary.json was written."""
 
 
 @dataclass
@@ -78,7 +74,7 @@ class SegmentResult:
 class CheckedInputs:
     """What `check_inputs` found: everything a run needs that can be had without Ray."""
 
-    settings: tracking.TrackingSettings
+    settings: TrackingSettings
     checkpoint: bytes
     class_names: list[str]
     model_version: str  # the registry version, or the checkpoint's content hash
@@ -92,10 +88,10 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
     and holds at least one image passing the filters, and the output can be written. Each failure
     is one line within a second or two; no output folder, lock or MLflow run is left behind.
     """
-    settings = tracking.TrackingSettings(enabled=config.tracking, tracking_uri=tracking.resolve_tracking_uri(),
+    settings = TrackingSettings(enabled=config.tracking, tracking_uri=resolve_tracking_uri(),
                                          experiment=config.experiment)
     if settings.enabled:
-        tracking.check_tracking_server(settings.tracking_uri)
+        check_tracking_server(settings.tracking_uri)
     model = resolve_model_reference(config.model)
     class_names = list(read_checkpoint_metadata(model.checkpoint_path).class_names)
     with open(model.checkpoint_path, "rb") as handle:
@@ -309,7 +305,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
         params = {**config.to_dict(), "model_version": model_version, "actors": plan.num_actors,
                   "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
                   "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
-        with tracking.start_run(settings, run_name="segment_bucket", params=params) as run:
+        with start_run(settings, run_name="segment_bucket", params=params) as run:
             provenance = Provenance(model=config.model, model_version=model_version, run_id=run.run_id)
             _adopt_part_files(table, log)
             base = table.read_totals()

@@ -21,14 +21,15 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.errors import StorageUnavailableError
 from pipelines.io import storage
 from pipelines.io.lineage import SetDigest
+from pipelines.io.storage import DEFAULT_RETRY
+from pipelines.io.stores.retry import with_retries
 from pipelines.runtime.progress import ProgressCounter
 from pipelines.stats.keys import column_suffixes
 from pipelines.stats.rows import ERROR, OK
 from pipelines.stats.table import StatsTable, Totals
-from pipelines.io.storage import DEFAULT_RETRY, StorageUnavailableError
-from pipelines.io.stores.retry import with_retries
 
 DEFAULT_COMMIT_ROWS = 4096
 DEFAULT_COMMIT_SECONDS = 60.0

@@ -23,11 +23,17 @@ from typing import TypeVar
 
 import pyarrow as pa
 
+from pipelines.errors import (
+    ConfigError,
+    ObjectNotFoundError,
+    StatsLayoutError,
+    StorageError,
+    StorageUnavailableError,
+    UserError,
+)
 from pipelines.io import storage
-from pipelines.errors import ConfigError, UserError
 from pipelines.stats.keys import column_suffixes
 from pipelines.stats.rows import ERROR, OK
-from pipelines.io.storage import StorageError, StorageUnavailableError
 
 STATS_DIR = "stats"
 TOTALS_NAME = "stats_totals.json"
@@ -40,10 +46,6 @@ _UNREACHABLE_SIGNS = ("error sending request", "connection refused", "tcp connec
                       "timed out", "connection reset")
 # Commits that change no rows: totals recorded before them still hold after them.
 _ROW_PRESERVING_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
-
-
-class StatsLayoutError(UserError):
-    """The output's statistics cannot be used as they are (other partitioning, an unreadable table)."""
 
 
 # NAME=VALUE, one folder level: a Hive-style partition that DuckDB, Spark and pyarrow read as a column.
@@ -256,7 +258,7 @@ class StatsTable:
             return Totals()
         try:
             recorded = json.loads(storage.read_bytes(self.totals_uri))
-        except (storage.ObjectNotFoundError, ValueError):
+        except (ObjectNotFoundError, ValueError):
             return None
         version, current = recorded.get("table_version"), table.version()
         # A table deleted and made anew has another id: totals of the old one say nothing about it.

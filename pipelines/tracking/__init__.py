@@ -1,47 +1,6 @@
-"""MLflow for every job: where runs go, what they log (redacted), models and ``--model`` references,
-the lineage of the data a run read, and the plots runs attach."""
-from pipelines.tracking.client import (
-    DisabledRun,
-    TrackedRun,
-    TrackingSettings,
-    check_tracking_server,
-    flatten_params,
-    is_secret_name,
-    mlflow_client,
-    plain_config,
-    redact,
-    redact_mapping,
-    resolve_tracking_uri,
-    start_run,
-)
-from pipelines.tracking.models import (
-    LoggedModel,
-    ResolvedModel,
-    get_model_version_by_alias,
-    log_checkpoint_model,
-    resolve_model_reference,
-    set_model_alias,
-    set_model_version_tags,
-)
+"""MLflow for every job: where runs go (`client`), what they may record (`redaction`), the runs
+themselves (`runs`), models and ``--model`` references (`models`), and the plots runs attach (`plots`).
 
-__all__ = [
-    "DisabledRun",
-    "LoggedModel",
-    "ResolvedModel",
-    "TrackedRun",
-    "TrackingSettings",
-    "check_tracking_server",
-    "flatten_params",
-    "get_model_version_by_alias",
-    "is_secret_name",
-    "log_checkpoint_model",
-    "mlflow_client",
-    "plain_config",
-    "redact",
-    "redact_mapping",
-    "resolve_model_reference",
-    "resolve_tracking_uri",
-    "set_model_alias",
-    "set_model_version_tags",
-    "start_run",
-]
+Import from those modules. This package imports nothing itself: `redaction` is used where MLflow is
+not (the statistics committer, Ray actors), and importing a package runs its ``__init__`` first.
+"""

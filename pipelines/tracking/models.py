@@ -35,8 +35,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from fcn_core.checkpoint import load_checkpoint
+from pipelines.errors import ModelReferenceError
 from pipelines.io import storage
-from pipelines.tracking.client import ModelReferenceError, mlflow_client, plain_config, redact, resolve_tracking_uri
+from pipelines.tracking.client import mlflow_client, resolve_tracking_uri
+from pipelines.tracking.redaction import plain_config, redact
 
 CHECKPOINT_FILE_NAME = "checkpoint.pt"
 CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"

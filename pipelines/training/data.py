@@ -26,10 +26,10 @@ from ray.train import DataConfig
 
 from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from fcn_core.novelty import NoveltyReference
+from pipelines.errors import ConfigError, ImageDecodeError, LabelError
 from pipelines.io import storage
-from pipelines.io.decode import ImageDecodeError, decode_for_inference
-from pipelines.errors import ConfigError
-from pipelines.io.labelled import LabelError, LabelledSource, decode_labelled_pair, list_labelled, read_labelled
+from pipelines.io.decode import decode_for_inference
+from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled, read_labelled
 from pipelines.io.lineage import DataInput
 from pipelines.training.config import TrainConfig
 from pipelines.training.resources import DATA_CPUS

@@ -32,7 +32,7 @@ from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import Normalization, normalize_image
 from pipelines.errors import ConfigError
-from pipelines.tracking.client import DisabledRun, TrackedRun
+from pipelines.tracking.runs import DisabledRun, TrackedRun
 from pipelines.training.augment import AugmentingCollate
 from pipelines.training.checkpoints import (
     Restored,

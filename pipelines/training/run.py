@@ -22,11 +22,13 @@ import torch
 from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from fcn_core.models import FCN, BackboneWeightsError, build_model, initialize_from, load_backbone_weights
 from fcn_core.novelty import CONFIG_KEY as NOVELTY_KEY
-from pipelines.io import storage
-from pipelines import tracking
 from pipelines.errors import ConfigError
+from pipelines.io import storage
 from pipelines.runtime.job_runner import connect_ray
+from pipelines.tracking.client import TrackingSettings
+from pipelines.tracking.models import log_checkpoint_model, resolve_model_reference, set_model_version_tags
 from pipelines.tracking.plots import confusion_matrix_png, per_class_iu_png
+from pipelines.tracking.runs import TrackedRun, start_run
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
 from pipelines.training.data import class_names_of, decode_rows, list_training_data, novelty_reference, read_split
@@ -71,11 +73,11 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     # A resumed run continues from its checkpoint; a new one needs the weights to start from.
     initial = None if config.resume else ray.put(_checkpoint_bytes(initial_model(config, class_names, log=log),
                                                                    class_names))
-    settings = tracking.TrackingSettings(enabled=config.tracking, experiment=config.experiment)
+    settings = TrackingSettings(enabled=config.tracking, experiment=config.experiment)
 
     # A resumed run continues the MLflow run its checkpoints name.
     tags = {"job": "train_fcn", "variant": config.variant, "data": config.data}
-    with tracking.start_run(settings, config.name, params=config, tags=tags, run_id=previous_run_id) as run:
+    with start_run(settings, config.name, params=config, tags=tags, run_id=previous_run_id) as run:
         resolved = {"training": config.to_dict(), "class_names": class_names, "mlflow_run_id": run.run_id,
                     "ray_version": ray.__version__, "torch_version": str(torch.__version__),
                     TRAINING_DATA_KEY: {"digest": data.train_digest,
@@ -92,13 +94,13 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
         model_uri = alias_uri = None
         if run.enabled:
             _log_report(run, result, class_names, val, config.variant)
-            logged = tracking.log_checkpoint_model(
+            logged = log_checkpoint_model(
                 result.best_checkpoint, registered_model_name=config.register_as,
                 alias=CANDIDATE_ALIAS if config.register_as else None)
             model_uri = logged.model_uri
             if config.register_as:
                 alias_uri = f"models:/{config.register_as}@{CANDIDATE_ALIAS}"
-                tracking.set_model_version_tags(config.register_as, logged.version, {
+                set_model_version_tags(config.register_as, logged.version, {
                     TRAINING_DATA_DIGEST_TAG: data.train_digest,
                     "training_data": " + ".join(item.source for item in data.inputs if item.context == "training"),
                     "val_mean_iu": f"{result.best_metrics.get('val/mean_iu', float('nan')):.4f}"})
@@ -144,7 +146,7 @@ def initial_model(config: TrainConfig, class_names: list[str], *, log: Callable[
             raise ConfigError(f"--backbone-weights {config.backbone_weights}: {error}") from None
         log(f"loaded {len(loaded)} backbone tensors from {config.backbone_weights}")
     if config.init_from:
-        source = load_checkpoint(tracking.resolve_model_reference(config.init_from).checkpoint_path)
+        source = load_checkpoint(resolve_model_reference(config.init_from).checkpoint_path)
         if list(source.class_names) != class_names:
             raise ConfigError(f"--init-from {config.init_from} predicts {source.class_names}, "
                               f"but the corpus has {class_names}")
@@ -163,7 +165,7 @@ def _checkpoint_bytes(model: FCN, class_names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[str], val, variant: str) -> None:
+def _log_report(run: TrackedRun, result: FitResult, class_names: list[str], val, variant: str) -> None:
     """Confusion matrix, per-class IU and prediction overlays of the best checkpoint, as run artifacts."""
     validation_uri = storage.join(result.best_checkpoint.rsplit("/", 1)[0], VALIDATION_FILE)
     with tempfile.TemporaryDirectory(prefix="fcn-report-") as directory:
@@ -178,7 +180,7 @@ def _log_report(run: tracking.TrackedRun, result: FitResult, class_names: list[s
             for name, png in plots.items():
                 run.log_bytes(png, f"plots/{name}")
             run.log_dict(record, "plots/validation.json")
-        best = load_checkpoint(tracking.resolve_model_reference(result.best_checkpoint,
+        best = load_checkpoint(resolve_model_reference(result.best_checkpoint,
                                                                 download_dir=directory).checkpoint_path)
         images, masks = decode_rows(val.take_batch(NUM_OVERLAYS, batch_format="numpy"), len(class_names))
         for index, (image, mask) in enumerate(zip(images, masks)):

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fcn_core.checkpoint import (
-    FORMAT_VERSION,
-    CheckpointError,
-    load_checkpoint,
-    read_checkpoint_metadata,
-    save_checkpoint,
-)
+from fcn_core.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from fcn_core.models import build_model
 from fcn_core.normalization import IMAGENET_NORMALIZATION
+from pipelines.errors import CheckpointError
 
 CLASSES = ["background", "disc", "square"]
 

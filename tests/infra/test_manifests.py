@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.tracking.client import is_secret_name
+from pipelines.tracking.redaction import is_secret_name
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 K8S_FILES = sorted((INFRA / "k8s").glob("*.yaml"))

@@ -20,7 +20,9 @@ from fcn_core.models import build_model
 from fcn_core.normalization import normalize_image
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES, render_scene
 from jobs import compare_models
-from pipelines import tracking
+from pipelines.tracking.client import TrackingSettings
+from pipelines.tracking.models import log_checkpoint_model
+from pipelines.tracking.runs import start_run
 from tests.fixtures.models import TINY_OPTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,9 +58,9 @@ def two_versions(tracked, tiny_checkpoint, tmp_path) -> str:
     """A new registered model: version 1 untrained, version 2 trained (alias ``candidate``); its name."""
     name = f"compare-{uuid.uuid4().hex[:8]}"
     trained = _trained_tiny_checkpoint(tmp_path / "trained.pt")
-    with tracking.start_run(tracking.TrackingSettings(experiment="compare-test-models"), "register", params={}):
-        tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name=name)
-        tracking.log_checkpoint_model(trained, artifact_path="trained", registered_model_name=name, alias="candidate")
+    with start_run(TrackingSettings(experiment="compare-test-models"), "register", params={}):
+        log_checkpoint_model(tiny_checkpoint, registered_model_name=name)
+        log_checkpoint_model(trained, artifact_path="trained", registered_model_name=name, alias="candidate")
     return name
 
 

@@ -7,7 +7,9 @@ from mlflow import MlflowClient
 
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from jobs import evaluate
-from pipelines import tracking
+from pipelines.tracking.client import TrackingSettings
+from pipelines.tracking.models import log_checkpoint_model
+from pipelines.tracking.runs import start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,8 +21,8 @@ def registered_tiny_model(mlflow_server, tiny_checkpoint, monkeypatch) -> str:
     """``models:/NAME@candidate`` for the tiny checkpoint, registered on the test server."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
     name = f"eval-{uuid.uuid4().hex[:8]}"
-    with tracking.start_run(tracking.TrackingSettings(experiment="evaluate-test-models"), "register", params={}):
-        tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name=name, alias="candidate")
+    with start_run(TrackingSettings(experiment="evaluate-test-models"), "register", params={}):
+        log_checkpoint_model(tiny_checkpoint, registered_model_name=name, alias="candidate")
     return f"models:/{name}@candidate"
 
 

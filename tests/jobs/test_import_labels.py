@@ -5,7 +5,7 @@ import pytest
 
 from jobs.import_labels import build_parser, main
 from pipelines.labelling.formats import export_masks, import_formats
-from tests.pipelines.segmentation.test_imports import (
+from tests.pipelines.labelling.test_label_import import (
     build_output,
     corrected_export,
     corrected_masks,

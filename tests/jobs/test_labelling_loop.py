@@ -25,7 +25,7 @@ from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES, SyntheticCorpus, generate_
 from jobs import compare_models, export_labels, import_labels, nightly_label, train_fcn
 from pipelines.io.lineage import CONTEXT_TAG
 from tests.jobs.test_train_fcn import TINY
-from tests.pipelines.segmentation.test_imports import SegmentedOutput, correct_label_studio
+from tests.pipelines.labelling.test_label_import import SegmentedOutput, correct_label_studio
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

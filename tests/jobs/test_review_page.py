@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from jobs import nightly_label
-from pipelines import tracking
+from pipelines.tracking.client import resolve_tracking_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,5 +66,5 @@ def test_the_review_page_opens_with_every_thumbnail(ray_local, synthetic_corpus,
     # The same page is an artifact of the night's MLflow run.
     run_id = next(line.split()[-1] for line in (output / "summary.json").read_text().splitlines()
                   if '"run_id"' in line).strip('",')
-    artifacts = MlflowClient(tracking.resolve_tracking_uri()).list_artifacts(run_id, "review/date=2026-11-30")
+    artifacts = MlflowClient(resolve_tracking_uri()).list_artifacts(run_id, "review/date=2026-11-30")
     assert {Path(artifact.path).name for artifact in artifacts} == {"index.html", "thumbs"}

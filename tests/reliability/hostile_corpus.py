@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tests.pipelines.test_decode import encode, png_header_only
+from tests.pipelines.io.test_decode import encode, png_header_only
 
 # The job under test runs with this --max-pixels: large photos pass, the two bombs below do not.
 MAX_PIXELS = 8_000_000

@@ -17,13 +17,9 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.tracking.client import (
-    TrackingSettings,
-    TrackingUnavailableError,
-    check_tracking_server,
-    mlflow_client,
-    start_run,
-)
+from pipelines.errors import TrackingUnavailableError
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, mlflow_client
+from pipelines.tracking.runs import start_run
 
 WORKERS = 3
 TRIALS = 3  # without the lock, 2 of the 3 jobs crashed in every trial; a new store's migration takes seconds

@@ -26,7 +26,7 @@ from typing import BinaryIO, NoReturn, TypeVar
 import fsspec
 import fsspec.asyn
 
-from pipelines.io.stores.errors import AccessDeniedError, BucketNotFoundError, ObjectNotFoundError, StorageError
+from pipelines.errors import AccessDeniedError, BucketNotFoundError, ObjectNotFoundError, StorageError
 from pipelines.io.stores.retry import DEFAULT_RETRY, RetryPolicy, causes, with_retries
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ import types
 
 import fsspec
 
-from pipelines.io.stores.errors import AccessDeniedError, StorageError
+from pipelines.errors import AccessDeniedError, StorageError
 from pipelines.io.stores.object_store import ListingPage, ObjectStore
 from pipelines.io.stores.registry import register_store
 from pipelines.io.stores.retry import causes

@@ -11,8 +11,8 @@ from typing import BinaryIO
 
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.errors import AccessDeniedError, StorageError
 from pipelines.io.stores.base import Store
-from pipelines.io.stores.errors import AccessDeniedError, StorageError
 from pipelines.io.stores.registry import register_store
 from pipelines.io.stores.retry import RetryPolicy
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pipelines.io.stores.errors import StorageUnavailableError
+from pipelines.errors import StorageUnavailableError
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import os
 import fsspec
 import fsspec.asyn
 
-from pipelines.io.stores.errors import AccessDeniedError, ObjectNotFoundError
+from pipelines.errors import AccessDeniedError, ObjectNotFoundError
 from pipelines.io.stores.object_store import ListingPage, ObjectStore
 from pipelines.io.stores.registry import register_store
 from pipelines.io.stores.retry import RetryPolicy, causes

@@ -14,17 +14,10 @@ image, size or classes the output does not know.
 """
 from collections.abc import Iterator
 
+from pipelines.errors import CorrectionError, MaskSizeError, UnknownClassError, UnknownImageError, UserError
 from pipelines.io import storage
-from pipelines.errors import UserError
+from pipelines.labelling.correction import Correction, OutputImages
 from pipelines.labelling.formats import coco, label_studio, voc  # noqa: F401 (each registers its format)
-from pipelines.labelling.correction import (
-    Correction,
-    CorrectionError,
-    MaskSizeError,
-    OutputImages,
-    UnknownClassError,
-    UnknownImageError,
-)
 from pipelines.labelling.formats.registry import (
     ExportFormat,
     export_format,

@@ -30,14 +30,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pipelines.labelling.correction import (
-    Correction,
-    CorrectionError,
-    KnownImage,
-    OutputImages,
-    fields_of,
-    read_json,
-)
+from pipelines.errors import CorrectionError
+from pipelines.labelling.correction import Correction, KnownImage, OutputImages, fields_of, read_json
 from pipelines.labelling.formats.registry import register_format, register_reader
 from pipelines.labelling.segmented import (
     SegmentedImage,

@@ -22,14 +22,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fcn_core.masks import IGNORE_INDEX, decode_mask_png, labelmap_class_names, voc_colormap
+from pipelines.errors import CorrectionError, UnknownClassError
 from pipelines.io import storage
-from pipelines.labelling.correction import (
-    Correction,
-    CorrectionError,
-    OutputImages,
-    UnknownClassError,
-    local_copy,
-)
+from pipelines.labelling.correction import Correction, OutputImages, local_copy
 from pipelines.labelling.formats.registry import register_format, register_reader
 from pipelines.labelling.segmented import LABELMAP_NAME, SegmentedImage, write_then_upload
 from pipelines.stats.keys import export_name_for

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fcn_core.metrics import ConfusionMatrix
-from pipelines.evaluation.compare import IncomparableModelsError, check_same_data
+from pipelines.errors import IncomparableModelsError
+from pipelines.evaluation.compare import check_same_data
 from pipelines.evaluation.evaluate import ModelEvaluation
 from pipelines.io.lineage import DataInput
 from pipelines.tracking.models import ResolvedModel

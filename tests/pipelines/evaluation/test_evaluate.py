@@ -9,9 +9,9 @@ from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import decode_mask_png
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import normalize_image
-from pipelines.io.decode import decode_image
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.evaluate import evaluate_model
+from pipelines.io.decode import decode_image
 from pipelines.tracking.models import resolve_model_reference
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

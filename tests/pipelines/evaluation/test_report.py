@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from fcn_core.metrics import ConfusionMatrix
+from pipelines.errors import PromotionError
 from pipelines.evaluation.evaluate import ModelEvaluation, evaluation_files
-from pipelines.evaluation.promotion import PromotionError, decide_promotion, promotion_name, registered_name
+from pipelines.evaluation.promotion import decide_promotion, promotion_name, registered_name
 from pipelines.evaluation.report import comparison_csv, comparison_files, comparison_markdown
 from pipelines.io.lineage import DataInput
 from pipelines.tracking.models import ResolvedModel

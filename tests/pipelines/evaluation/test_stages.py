@@ -8,10 +8,10 @@ import torch
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.metrics import ConfusionMatrix
 from fcn_core.normalization import normalize_image
-from pipelines.runtime.batches import object_array
+from pipelines.errors import LabelError
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
+from pipelines.runtime.batches import object_array
 from pipelines.runtime.inference import group_by_shape
-from pipelines.io.labelled import LabelError
 
 
 def _pairs_batch(corpus, ids) -> dict[str, np.ndarray]:

@@ -7,6 +7,13 @@ import uuid
 import pyarrow as pa
 import pytest
 
+from pipelines.errors import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    EmptyCorpusError,
+    InvalidManifestError,
+    StorageUnavailableError,
+)
 from pipelines.io.corpus import (
     attach_bytes,
     fetch_batch,
@@ -16,14 +23,8 @@ from pipelines.io.corpus import (
     read_corpus,
 )
 from pipelines.io.decode import decode_image
-from pipelines.io.listing import CorpusFilter, InvalidManifestError, iter_objects, write_manifest
-from pipelines.io.storage import (
-    AccessDeniedError,
-    BucketNotFoundError,
-    EmptyCorpusError,
-    RetryPolicy,
-    StorageUnavailableError,
-)
+from pipelines.io.listing import CorpusFilter, iter_objects, write_manifest
+from pipelines.io.storage import RetryPolicy
 
 COLUMNS = ["uri", "key", "size", "etag", "bytes", "error"]
 

@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fcn_core.transforms import fit_within, resize_image
-from pipelines.io.decode import (
-    ImageDecodeError,
-    decode_for_inference,
-    decode_image,
-    try_decode_for_inference,
-    try_decode_image,
-)
+from pipelines.errors import ImageDecodeError
+from pipelines.io.decode import decode_for_inference, decode_image, try_decode_for_inference, try_decode_image
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from fcn_core.masks import encode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
-from pipelines.io.labelled import LabelError, LabelledSource, decode_labelled_pair, list_labelled_pairs, read_labelled
+from pipelines.errors import LabelError
+from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled_pairs, read_labelled
 
 NUM_CLASSES = len(SYNTHETIC_CLASS_NAMES)
 

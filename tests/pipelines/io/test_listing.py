@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.errors import InvalidManifestError
 from pipelines.io import listing
 from pipelines.io.listing import (
     WHOLE,
     CorpusFilter,
-    InvalidManifestError,
     ListingShard,
     ObjectInfo,
     iter_objects,

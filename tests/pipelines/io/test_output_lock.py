@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
+from pipelines.errors import OutputBusyError
 from pipelines.io import storage
-from pipelines.io.output_lock import OutputBusyError, OutputLock
+from pipelines.io.output_lock import OutputLock
 
 
 def _race(output: str, *, settle_s: float, runs: int = 4) -> list[OutputLock | OutputBusyError]:

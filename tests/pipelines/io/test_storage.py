@@ -11,8 +11,16 @@ import time
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.errors import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    CredentialsInUriError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
 from pipelines.io import storage
-from pipelines.io.storage import BucketNotFoundError, ObjectNotFoundError, RetryPolicy, StorageUnavailableError
+from pipelines.io.storage import RetryPolicy
 
 # --- resolution and paths ------------------------------------------------------------------------
 
@@ -48,7 +56,7 @@ def test_gcs_uses_the_emulator_from_the_environment_and_caches_per_setting(monke
 def test_a_missing_google_credentials_file_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:1")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
-    with pytest.raises(storage.AccessDeniedError, match="^no usable Google Cloud credentials for gs://b/k: check "
+    with pytest.raises(AccessDeniedError, match="^no usable Google Cloud credentials for gs://b/k: check "
                                                         "GOOGLE_APPLICATION_CREDENTIALS"):
         storage.read_bytes("gs://b/k")
 
@@ -188,22 +196,22 @@ def test_reading_from_a_missing_s3_bucket_names_the_bucket(s3_server):
 
 def test_local_write_failures_a_user_fixes_are_one_line_storage_errors(tmp_path):
     (tmp_path / "masks").write_text("a file where the job needs a folder")
-    with pytest.raises(storage.StorageError, match="a file stands where a folder is needed") as raised:
+    with pytest.raises(StorageError, match="a file stands where a folder is needed") as raised:
         storage.write_bytes_atomic(str(tmp_path / "masks" / "a.png"), b"png")
     assert "\n" not in str(raised.value)
-    with pytest.raises(storage.StorageError, match="a file stands where a folder is needed"):
+    with pytest.raises(StorageError, match="a file stands where a folder is needed"):
         with storage.open_atomic(str(tmp_path / "masks" / "part.parquet")) as handle:
             handle.write(b"rows")
     for number, words in ((errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
                           (errno.EISDIR, "a folder stands where a file is needed")):
         translated = storage.translate_error(OSError(number, os.strerror(number)), "/out/x")
-        assert isinstance(translated, storage.StorageError) and words in str(translated)
+        assert isinstance(translated, StorageError) and words in str(translated)
 
 
 @pytest.mark.parametrize("uri", ["s3://AKIAEXAMPLE:wJalrXUtnFEMI%2Fs3cr3t@bucket/in", "s3://AKIAEXAMPLE@bucket/x.jpg",
                                  "gcs://user:s3cr3t@bucket/in/"])
 def test_credentials_in_a_uri_are_refused_without_repeating_them(uri):
-    with pytest.raises(storage.CredentialsInUriError) as raised:
+    with pytest.raises(CredentialsInUriError) as raised:
         storage.resolve(uri)
     message = str(raised.value)
     assert "s3cr3t" not in message and "AKIAEXAMPLE" not in message and "***@bucket" in message

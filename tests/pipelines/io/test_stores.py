@@ -14,15 +14,10 @@ import uuid
 import pytest
 
 from infra.local.seaweedfs import start_seaweedfs
+from pipelines.errors import AccessDeniedError, BucketNotFoundError, ObjectNotFoundError, StorageUnavailableError
 from pipelines.io import storage
 from pipelines.io.listing import iter_objects
-from pipelines.io.storage import (
-    AccessDeniedError,
-    BucketNotFoundError,
-    ObjectNotFoundError,
-    RetryPolicy,
-    StorageUnavailableError,
-)
+from pipelines.io.storage import RetryPolicy
 from pipelines.io.stores import Store, register_store, registered_schemes, store_for
 from tests.fixtures.gcs_server import start_fake_gcs
 

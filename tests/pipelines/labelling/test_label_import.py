@@ -22,10 +22,9 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from fcn_core.masks import IGNORE_INDEX, encode_mask_png, labelmap_text, voc_colormap
-from pipelines.io import storage
 from pipelines.errors import ConfigError
+from pipelines.io import storage
 from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled_pairs
-from pipelines.labelling.labelled_set import MANIFEST_NAME, ImportedCorrections, import_corrections
 from pipelines.labelling.formats import (
     LABELMAP_NAME,
     CorrectionError,
@@ -37,6 +36,7 @@ from pipelines.labelling.formats import (
     import_formats,
 )
 from pipelines.labelling.formats.label_studio import BRUSH_TAG, IMAGE_TAG, brush_rle, decode_brush_rle
+from pipelines.labelling.labelled_set import MANIFEST_NAME, ImportedCorrections, import_corrections
 from pipelines.stats.keys import export_name_for, mask_key_for
 from pipelines.stats.rows import Provenance, build_stats_table
 from pipelines.stats.table import StatsTable

@@ -1,5 +1,5 @@
 """Which images the review list takes, in what order, and what it says of each."""
-from pipelines.labelling.review import ReviewRule
+from pipelines.labelling.review_rule import ReviewRule
 
 RULE = ReviewRule(confidence_below=0.7, novelty_above=1.5)
 

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from pipelines.errors import StatsLayoutError, StorageUnavailableError
 from pipelines.stats.committer import StatsCommitter
 from pipelines.stats.ledger import SkipPolicy, SkipSet, drop_done, hash_ledger
 from pipelines.stats.rows import Provenance, build_stats_table, stats_schema
-from pipelines.stats.table import StatsLayoutError, StatsTable, Totals
-from pipelines.io.storage import StorageUnavailableError
+from pipelines.stats.table import StatsTable, Totals
 from tests.fixtures.stats_table import table_rows
 
 CLASSES = ["background", "cat"]

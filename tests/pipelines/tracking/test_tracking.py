@@ -14,16 +14,17 @@ import torch
 
 from fcn_core.checkpoint import load_checkpoint
 from infra.local.services import free_port
-from pipelines import tracking
-from pipelines.tracking.models import CHECKPOINT_IN_MODEL
-from pipelines.tracking.client import (
-    MASK,
-    MAX_PARAM_VALUE_LENGTH,
-    DisabledRun,
-    ModelReferenceError,
-    TrackingSettings,
-    TrackingUnavailableError,
+from pipelines.errors import ModelReferenceError, TrackingUnavailableError
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, mlflow_client, resolve_tracking_uri
+from pipelines.tracking.models import (
+    CHECKPOINT_IN_MODEL,
+    get_model_version_by_alias,
+    log_checkpoint_model,
+    resolve_model_reference,
+    set_model_alias,
 )
+from pipelines.tracking.redaction import MASK, MAX_PARAM_VALUE_LENGTH, flatten_params, is_secret_name, redact
+from pipelines.tracking.runs import DisabledRun, start_run
 
 SECRET = "s3cr3t-Value-that-must-never-be-logged"
 
@@ -55,7 +56,7 @@ def backend(request, monkeypatch, tmp_path):
 
 
 def test_tracking_uri_defaults_to_sqlite_in_cwd_and_follows_the_environment(local_store, monkeypatch):
-    assert tracking.resolve_tracking_uri() == f"sqlite:///{local_store / 'mlruns.db'}"
+    assert resolve_tracking_uri() == f"sqlite:///{local_store / 'mlruns.db'}"
     assert TrackingSettings().tracking_uri == f"sqlite:///{local_store / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert TrackingSettings(experiment="x").tracking_uri == "http://mlflow.example:5000"
@@ -66,7 +67,7 @@ def test_redact_masks_environment_secrets_and_url_passwords(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-0123456789")
     monkeypatch.setenv("SOME_FLAG_TOKEN", "true")  # too short to be treated as a secret
     text = f"endpoint https://user:hunter22@s3.example/x key={SECRET} auth tok-0123456789 ok=true"
-    assert tracking.redact(text) == "endpoint https://user:***@s3.example/x key=*** auth *** ok=true"
+    assert redact(text) == "endpoint https://user:***@s3.example/x key=*** auth *** ok=true"
 
 
 @pytest.mark.parametrize("name, secret", [
@@ -74,7 +75,7 @@ def test_redact_masks_environment_secrets_and_url_passwords(monkeypatch):
     ("accessKey", True), ("auth_token", True), ("key_prefix", False), ("AWS_ACCESS_KEY_ID", False),
     ("keys", False), ("lr", False)])
 def test_secret_names(name, secret):
-    assert tracking.is_secret_name(name) is secret
+    assert is_secret_name(name) is secret
 
 
 @dataclasses.dataclass
@@ -97,7 +98,7 @@ def test_flatten_params_nests_with_dots_redacts_and_truncates(monkeypatch):
     config = _Config(lr=0.001, storage=_Storage("http://127.0.0.1:9000", SECRET), classes=("bg", "cat"),
                      notes="x" * (MAX_PARAM_VALUE_LENGTH + 10), extra={"path": Path("/data"), "nested": {"k": 1},
                                                                        "uri": f"s3://bucket/{SECRET}"})
-    params = tracking.flatten_params(config)
+    params = flatten_params(config)
     assert params["lr"] == "0.001"
     assert params["storage.endpoint"] == "http://127.0.0.1:9000"
     assert params["storage.secret_key"] == MASK
@@ -107,7 +108,7 @@ def test_flatten_params_nests_with_dots_redacts_and_truncates(monkeypatch):
     assert params["extra.uri"] == f"s3://bucket/{MASK}"
     assert len(params["notes"]) == MAX_PARAM_VALUE_LENGTH and params["notes"].endswith("[truncated]")
     assert SECRET not in json.dumps(params)
-    assert tracking.flatten_params({}) == {} and tracking.flatten_params({"empty": {}}) == {"empty": "{}"}
+    assert flatten_params({}) == {} and flatten_params({"empty": {}}) == {"empty": "{}"}
 
 
 # --- server checks and disabled tracking ---------------------------------------------------------
@@ -117,7 +118,7 @@ def test_unreachable_server_fails_fast_with_a_clear_message():
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match="unreachable.*--no-tracking") as caught:
-        tracking.check_tracking_server(uri)
+        check_tracking_server(uri)
     assert time.monotonic() - started < 15
     assert uri in str(caught.value) and "\n" not in str(caught.value)
 
@@ -130,7 +131,7 @@ def test_silent_server_times_out_instead_of_hanging():
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(TrackingUnavailableError):
-            tracking.check_tracking_server(uri, timeout_s=2)
+            check_tracking_server(uri, timeout_s=2)
         assert time.monotonic() - started < 10
 
 
@@ -138,7 +139,7 @@ def test_start_run_with_unreachable_server_raises_before_the_block(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     entered = []
     with pytest.raises(TrackingUnavailableError):
-        with tracking.start_run(TrackingSettings(), "job", params={}):
+        with start_run(TrackingSettings(), "job", params={}):
             entered.append(True)
     assert not entered
 
@@ -147,8 +148,8 @@ def test_a_local_store_is_created_only_under_the_lock_beside_it(local_store):
     """Jobs that start together take turns creating the store (see tests/reliability/test_mlflow_store_race.py)."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (so the check reaches the lock at once)
 
-    uri, outcome = tracking.resolve_tracking_uri(), []
-    checker = threading.Thread(target=lambda: outcome.append(tracking.check_tracking_server(uri)))
+    uri, outcome = resolve_tracking_uri(), []
+    checker = threading.Thread(target=lambda: outcome.append(check_tracking_server(uri)))
     with open(local_store / "mlruns.db.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         checker.start()
@@ -159,7 +160,7 @@ def test_a_local_store_is_created_only_under_the_lock_beside_it(local_store):
 
 
 def test_disabled_tracking_says_so_once_and_records_nothing(local_store, capsys):
-    with tracking.start_run(TrackingSettings(enabled=False), "job", params={"a": 1}) as run:
+    with start_run(TrackingSettings(enabled=False), "job", params={"a": 1}) as run:
         assert isinstance(run, DisabledRun) and run.run_id is None and not run.enabled
         run.log_metrics({"loss": 1.0}, step=1)
         run.log_dict({"a": 1}, "config.json")
@@ -177,14 +178,14 @@ def test_run_logs_everything_but_secrets(backend, monkeypatch, tmp_path):
     settings = TrackingSettings(experiment=f"tracking-test-{backend}")
     params = {"lr": 0.01, "storage": {"endpoint": "http://s3.local", "secret_key": SECRET},
               "input": f"s3://ak:{SECRET}@bucket/images"}
-    with tracking.start_run(settings, "secret-scan", params=params, tags={"token": SECRET, "kind": "test"}) as run:
+    with start_run(settings, "secret-scan", params=params, tags={"token": SECRET, "kind": "test"}) as run:
         run.log_metrics({"loss": 0.5}, step=3)
         run.set_tags({"note": f"uses {SECRET}", "password": SECRET})
         run.log_dict({"credentials": {"password": SECRET}, "note": f"uses {SECRET}"}, "config.json")
         pickle.loads(pickle.dumps(run)).log_metrics({"from_worker": 1.0})  # what Ray Train's rank 0 gets
         run_id = run.run_id
 
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     logged = client.get_run(run_id)
     assert logged.info.status == "FINISHED"
     if backend == "server":  # artifacts go through the server's proxy: the client needs no S3 access
@@ -205,22 +206,22 @@ def test_run_logs_everything_but_secrets(backend, monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_failed_block_ends_the_run_failed(local_store):
     with pytest.raises(RuntimeError, match="boom"):
-        with tracking.start_run(TrackingSettings(), "failing", params={}) as run:
+        with start_run(TrackingSettings(), "failing", params={}) as run:
             raise RuntimeError("boom")
-    assert tracking.mlflow_client().get_run(run.run_id).info.status == "FAILED"
+    assert mlflow_client().get_run(run.run_id).info.status == "FAILED"
 
 
 @pytest.mark.slow
 def test_resuming_continues_the_same_run(local_store):
     settings = TrackingSettings()
     with pytest.raises(KeyboardInterrupt):
-        with tracking.start_run(settings, "train", params={"lr": 0.1}) as first:
+        with start_run(settings, "train", params={"lr": 0.1}) as first:
             first.log_metrics({"loss": 1.0}, step=1)
             raise KeyboardInterrupt
-    with tracking.start_run(settings, "train", params={"lr": 0.1}, run_id=first.run_id) as resumed:
+    with start_run(settings, "train", params={"lr": 0.1}, run_id=first.run_id) as resumed:
         resumed.log_metrics({"loss": 0.5}, step=2)
     assert resumed.run_id == first.run_id
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     assert client.get_run(first.run_id).info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(first.run_id, "loss")] == [1.0, 0.5]
 
@@ -237,9 +238,9 @@ def _same_weights(path_a, path_b) -> bool:
 @pytest.mark.slow
 def test_logged_checkpoint_model_resolves_from_every_reference(backend, tiny_checkpoint, tmp_path):
     name = f"fcn-tiny-{backend}-{time.time_ns()}"
-    with tracking.start_run(TrackingSettings(experiment="models-test"), "train", params={}) as run:
-        first = tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name=name, alias="candidate")
-        second = tracking.log_checkpoint_model(tiny_checkpoint, artifact_path="again",
+    with start_run(TrackingSettings(experiment="models-test"), "train", params={}) as run:
+        first = log_checkpoint_model(tiny_checkpoint, registered_model_name=name, alias="candidate")
+        second = log_checkpoint_model(tiny_checkpoint, artifact_path="again",
                                                registered_model_name=name)
         run.log_artifact(tiny_checkpoint, "checkpoints")
     assert (first.name, first.version, second.version) == (name, "1", "2")
@@ -250,10 +251,10 @@ def test_logged_checkpoint_model_resolves_from_every_reference(backend, tiny_che
                   f"runs:/{first.run_id}/checkpoints/{Path(tiny_checkpoint).name}": (None, first.run_id),
                   tiny_checkpoint: (None, None)}
     for reference, (version, run_id) in references.items():
-        resolved = tracking.resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
+        resolved = resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
         assert (resolved.reference, resolved.version, resolved.run_id) == (reference, version, run_id)
         assert _same_weights(resolved.checkpoint_path, tiny_checkpoint), reference
-    assert tracking.resolve_model_reference(tiny_checkpoint).checkpoint_path == tiny_checkpoint  # used in place
+    assert resolve_model_reference(tiny_checkpoint).checkpoint_path == tiny_checkpoint  # used in place
 
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / "m")))
     assert (model_dir / "data" / "model.pt2").is_file()  # the exported graph, not a pickle
@@ -262,15 +263,15 @@ def test_logged_checkpoint_model_resolves_from_every_reference(backend, tiny_che
 
 @pytest.mark.slow
 def test_aliases_move_and_missing_ones_read_as_none(local_store, tiny_checkpoint):
-    with tracking.start_run(TrackingSettings(), "train", params={}):
-        logged = tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
-        tracking.log_checkpoint_model(tiny_checkpoint, artifact_path="model2", registered_model_name="fcn")
-    assert tracking.get_model_version_by_alias("fcn", "champion") is None
-    assert tracking.get_model_version_by_alias("no-such-model", "champion") is None
-    tracking.set_model_alias("fcn", "champion", logged.version)
-    assert tracking.get_model_version_by_alias("fcn", "champion") == "1"
-    tracking.set_model_alias("fcn", "champion", "2")
-    assert tracking.get_model_version_by_alias("fcn", "champion") == "2"
+    with start_run(TrackingSettings(), "train", params={}):
+        logged = log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
+        log_checkpoint_model(tiny_checkpoint, artifact_path="model2", registered_model_name="fcn")
+    assert get_model_version_by_alias("fcn", "champion") is None
+    assert get_model_version_by_alias("no-such-model", "champion") is None
+    set_model_alias("fcn", "champion", logged.version)
+    assert get_model_version_by_alias("fcn", "champion") == "1"
+    set_model_alias("fcn", "champion", "2")
+    assert get_model_version_by_alias("fcn", "champion") == "2"
 
 
 @pytest.mark.slow
@@ -278,8 +279,8 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("not a checkpoint")
-    with tracking.start_run(TrackingSettings(), "train", params={}) as run:
-        tracking.log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
+    with start_run(TrackingSettings(), "train", params={}) as run:
+        log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
         run.log_artifact(str(folder), "folder")
     bad = {"models:/fcn@nope": "no alias 'nope'", "models:/fcn/9": "no version 9",
            "models:/missing@champion": "no registered model named 'missing'",
@@ -290,13 +291,13 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
            str(tmp_path / "missing.pt"): "no checkpoint file"}
     for reference, reason in bad.items():
         with pytest.raises(ModelReferenceError, match=reason) as caught:
-            tracking.resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
+            resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
         assert str(caught.value).startswith(reference) and "\n" not in str(caught.value)
 
 
 def test_log_checkpoint_model_needs_an_active_run(tiny_checkpoint):
     with pytest.raises(RuntimeError, match="inside `with start_run"):
-        tracking.log_checkpoint_model(tiny_checkpoint)
+        log_checkpoint_model(tiny_checkpoint)
 
 
 @pytest.mark.integration
@@ -304,10 +305,10 @@ def test_log_checkpoint_model_needs_an_active_run(tiny_checkpoint):
 def test_checkpoint_on_s3_resolves_to_a_local_copy(s3_server, tiny_checkpoint, tmp_path):
     s3_server.create_bucket("tracking-models")
     s3_server.client().upload_file(tiny_checkpoint, "tracking-models", "runs/7/best.pt")
-    resolved = tracking.resolve_model_reference("s3://tracking-models/runs/7/best.pt",
+    resolved = resolve_model_reference("s3://tracking-models/runs/7/best.pt",
                                                 download_dir=str(tmp_path / "dl"))
     path = Path(resolved.checkpoint_path)
     assert path.name == "best.pt" and path.parent.parent == tmp_path / "dl"
     assert _same_weights(path, tiny_checkpoint)
     with pytest.raises(ModelReferenceError, match="no checkpoint file"):
-        tracking.resolve_model_reference("s3://tracking-models/runs/7/missing.pt")
+        resolve_model_reference("s3://tracking-models/runs/7/missing.pt")

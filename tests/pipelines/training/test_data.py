@@ -7,8 +7,7 @@ from PIL import Image
 
 from fcn_core.masks import encode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
-from pipelines.errors import ConfigError
-from pipelines.io.labelled import LabelError
+from pipelines.errors import ConfigError, LabelError
 from pipelines.training.config import TrainConfig
 from pipelines.training.data import class_names_of, decode_rows
 

@@ -1,0 +1,1 @@
+"""Scoring models on a held-out labelled set, comparing them, and promoting the better one."""

@@ -1,0 +1,1 @@
+"""The streaming segmentation job: read a bucket, segment each image, write masks and statistics."""
