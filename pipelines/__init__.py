@@ -17,58 +17,7 @@ import-linter, see ``[tool.importlinter]`` in pyproject.toml):
 This package and its subsystem packages import nothing heavy: a Ray worker imports the one stage it
 runs, and a package's ``__init__`` runs before any of its modules.
 """
-from pipelines.errors import (
-    AccessDeniedError,
-    BackboneWeightsError,
-    BucketNotFoundError,
-    CheckpointError,
-    ConfigError,
-    CorrectionError,
-    CredentialsInUriError,
-    EmptyCorpusError,
-    ErrorFractionExceeded,
-    ImageDecodeError,
-    IncomparableModelsError,
-    InvalidManifestError,
-    LabelError,
-    MaskSizeError,
-    ModelReferenceError,
-    ObjectNotFoundError,
-    OutputBusyError,
-    PromotionError,
-    StatsLayoutError,
-    StorageError,
-    StorageUnavailableError,
-    TrackingUnavailableError,
-    UnknownClassError,
-    UnknownImageError,
-    UserError,
-)
+from pipelines import errors
+from pipelines.errors import *  # noqa: F403  (the public errors, as listed in errors.__all__)
 
-__all__ = [
-    "AccessDeniedError",
-    "BackboneWeightsError",
-    "BucketNotFoundError",
-    "CheckpointError",
-    "ConfigError",
-    "CorrectionError",
-    "CredentialsInUriError",
-    "EmptyCorpusError",
-    "ErrorFractionExceeded",
-    "ImageDecodeError",
-    "IncomparableModelsError",
-    "InvalidManifestError",
-    "LabelError",
-    "MaskSizeError",
-    "ModelReferenceError",
-    "ObjectNotFoundError",
-    "OutputBusyError",
-    "PromotionError",
-    "StatsLayoutError",
-    "StorageError",
-    "StorageUnavailableError",
-    "TrackingUnavailableError",
-    "UnknownClassError",
-    "UnknownImageError",
-    "UserError",
-]
+__all__ = errors.__all__
