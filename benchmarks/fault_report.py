@@ -1,4 +1,4 @@
-"""The reliability figures: run the fault-injection and hostile-input tests, then print the README's table.
+"""The reliability figures: run the fault-injection and hostile-input tests, then print benchmarks/README.md's table.
 
 The tests in ``tests/reliability/`` record what each scenario injected and what the output held
 afterwards (images in, rows, lost, duplicated) into a JSON file named by ``FCN_FAULT_REPORT``; the

@@ -22,7 +22,7 @@ corpus this reaches FCN-8s mean IU 0.85 (`python -m benchmarks.variants`):
         --init-from models:/fcn32@candidate
     python jobs/train_fcn.py --data D --variant fcn8s --name s8 --init-from models:/fcn16@candidate
 
-Fine-tuning the champion on corrected labels (the labelling loop, see the README): start from it,
+Fine-tuning the champion on corrected labels (the labelling loop, docs/labelling.md): start from it,
 mix the imported corrections into the original training split, register the result, then let
 compare_models.py decide on a held-out set:
 

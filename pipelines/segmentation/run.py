@@ -1,6 +1,6 @@
 """One batch-segmentation run, end to end: resolve the model, stream the corpus, commit, summarise.
 
-Outputs under ``OUTPUT/`` (see the README for the schema):
+Outputs under ``OUTPUT/`` (the schema: ``docs/statistics-table.md``):
 ``masks/<key>.png``, ``stats/`` (a Delta table), ``stats_totals.json`` and, written last, ``summary.json``:
 its presence means the run completed and met ``--max-error-fraction``.
 """

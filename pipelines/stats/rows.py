@@ -26,7 +26,7 @@ class Provenance:
 
 
 def stats_schema(class_names: list[str]) -> pa.Schema:
-    """The stable, documented schema of the statistics table (see the README's table)."""
+    """The stable, documented schema of the statistics table (its table: ``docs/statistics-table.md``)."""
     fields = [
         pa.field("image_uri", pa.string(), nullable=False),
         pa.field("image_key", pa.string(), nullable=False),

@@ -1,5 +1,5 @@
 """The production path on one machine: `ray job submit` (token auth) of segment_bucket.py against the local
-stack's Ray head, S3 server and MLflow server, exactly as the README shows it."""
+stack's Ray head, S3 server and MLflow server, exactly as docs/operations.md shows it."""
 import json
 import os
 import subprocess

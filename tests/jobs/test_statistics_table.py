@@ -1,4 +1,4 @@
-"""The statistics table as users meet it: the README's DuckDB call, outputs of the earlier layout, racing runs."""
+"""The statistics table as users meet it: the documented DuckDB call, outputs of the earlier layout, racing runs."""
 from __future__ import annotations
 
 import datetime
@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _readme_snippet() -> str:
-    """The Python block of the README's "Opening the statistics" section, as written."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("#### Opening the statistics"):]
+def _docs_snippet() -> str:
+    """The Python block of the "Opening the statistics" section of docs/statistics-table.md, as written."""
+    page = (REPO / "docs" / "statistics-table.md").read_text()
+    section = page[page.index("## Opening the statistics"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -43,7 +43,7 @@ def _images(folder: Path, synthetic_corpus, count: int, start: int = 0) -> list[
     return names
 
 
-def test_the_readme_duckdb_call_opens_a_real_output(ray_local, synthetic_corpus, tiny_checkpoint, tmp_path):
+def test_the_documented_duckdb_call_opens_a_real_output(ray_local, synthetic_corpus, tiny_checkpoint, tmp_path):
     bucket, output = tmp_path / "bucket", tmp_path / "labels"
     names = _images(bucket, synthetic_corpus, 6)
     (bucket / "broken.jpg").write_bytes(b"not an image")
@@ -54,14 +54,14 @@ def test_the_readme_duckdb_call_opens_a_real_output(ray_local, synthetic_corpus,
     assert segment_bucket.main(argv) == 0
 
     namespace: dict = {}
-    exec(_readme_snippet().replace("demo/segmented/stats", str(output / "stats")), namespace)  # noqa: S102
+    exec(_docs_snippet().replace("demo/segmented/stats", str(output / "stats")), namespace)  # noqa: S102
     counts = dict(namespace["stats"].aggregate("status, count(*) AS images").fetchall())
     assert counts == {"ok": len(names), "error": 1}
     frame, table = namespace["frame"], namespace["table"]
     assert len(frame) == table.num_rows == len(names) + 1
     assert set(frame["date"].astype(str)) == {"2026-11-30"}
     assert sorted(Path(uri).name for uri in table.column("image_uri").to_pylist()) == sorted([*names, "broken.jpg"])
-    # Compaction left the replaced files on disk: the README's call does not read them, a glob would.
+    # Compaction left the replaced files on disk: the documented call does not read them, a glob would.
     files_on_disk = list((output / "stats").rglob("*.parquet"))
     assert len(files_on_disk) > len(DeltaTable(str(output / "stats")).file_uris())
 
