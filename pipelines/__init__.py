@@ -8,8 +8,8 @@ import-linter, see ``[tool.importlinter]`` in pyproject.toml):
   `pipelines.training` (``run.run_training``, ``config.TrainConfig``), `pipelines.evaluation`
   (``evaluate.evaluate_reference``, ``compare.compare_models``);
 - `pipelines.stats`: the per-image statistics table, its ledger and its committer;
-- `pipelines.tracking` (MLflow: runs, redaction, models and references) and `pipelines.runtime` (job
-  runner, progress, Ray resources, model inference);
+- `pipelines.runtime`: job runner, progress, Ray resources, model inference;
+- `pipelines.tracking`: MLflow runs, redaction, models and references;
 - `pipelines.io`: storage (``io.storage`` and its ``io.stores`` backends), listing, corpus reading,
   decoding, labelled sets, lineage, the output lock;
 - `pipelines.errors` (exported here): every error a user can meet, under one ``UserError``.

@@ -7,14 +7,18 @@ cause chain to find ours. Anything unexpected still gets its full traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from pipelines.errors import UserError
+from pipelines.tracking.redaction import redact
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -125,6 +129,43 @@ def _quiet_console(logger_name: str) -> None:
 RERUN_HINT = "rerun the same command to continue where it stopped"
 
 
+class RedactedStream:
+    """A console stream whose every write goes through `redact`: what a job prints (a model reference,
+    a presigned URL in an error, a worker's output relayed by Ray) never shows a credential.
+
+    Each write is redacted whole; ``print`` hands a line's text over in one write, so a URL is never
+    split between two. Everything else (``isatty``, ``fileno``, ``encoding``) is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
+
+
+def _print_redacted_traceback(kind, error, trace) -> None:
+    """``sys.excepthook`` of a job: a bug's traceback, as Python prints it, through `redact`."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, error, trace))))
+
+
+@contextlib.contextmanager
+def redacted_console() -> Iterator[None]:
+    """Route ``sys.stdout`` and ``sys.stderr`` through `RedactedStream` for the block's duration; the
+    traceback of a bug that ends the process (printed after the block) is redacted too."""
+    sys.excepthook = _print_redacted_traceback
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactedStream(sys.stdout), RedactedStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda: RERUN_HINT) -> int:
     """Run ``job``; the exit code: 0, 2 for a user error (one line on stderr), 130 Ctrl-C, 143 SIGTERM.
 
@@ -135,6 +176,11 @@ def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda:
     # progress, and on stderr it would break the one-line error contract.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     previous = _unwind_on_sigterm()
+    with redacted_console():
+        return _run_and_report(job, resume_hint, previous)
+
+
+def _run_and_report(job: Callable[[], None], resume_hint: Callable[[], str], previous) -> int:
     try:
         job()
     except KeyboardInterrupt as interrupt:

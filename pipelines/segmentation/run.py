@@ -51,6 +51,7 @@ from pipelines.stats.rows import Provenance
 from pipelines.stats.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
 from pipelines.tracking.client import TrackingSettings, check_tracking_server, resolve_tracking_uri
 from pipelines.tracking.models import resolve_model_reference
+from pipelines.tracking.redaction import redact
 from pipelines.tracking.runs import start_run
 
 SUMMARY_NAME = "summary.json"
@@ -306,7 +307,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                   "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
                   "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
         with start_run(settings, run_name="segment_bucket", params=params) as run:
-            provenance = Provenance(model=config.model, model_version=model_version, run_id=run.run_id)
+            provenance = Provenance(model=redact(config.model), model_version=model_version, run_id=run.run_id)
             _adopt_part_files(table, log)
             base = table.read_totals()
             skip = load_skip_set(table, policy)

@@ -19,11 +19,13 @@ References a user may pass as ``--model``::
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import posixpath
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -204,10 +206,19 @@ def _resolve_run(reference: str, download_dir: str | None, tracking_uri: str) ->
 
 
 def _new_download_dir(download_dir: str | None) -> str:
-    """A fresh directory inside ``download_dir`` (or the temporary directory): no clobbering."""
+    """A fresh directory inside ``download_dir`` (or the temporary directory): no clobbering.
+
+    One made in the temporary directory belongs to nobody else, so this process removes it when it
+    exits: a registry model is about 0.5 GB at paper size, and a nightly job that resolved one every
+    night would otherwise fill ``TMPDIR``. Jobs end through ``run_cli``, which turns SIGINT and
+    SIGTERM into an ordinary unwinding exit, so the removal runs on success, error and signal alike.
+    """
     if download_dir:
         os.makedirs(download_dir, exist_ok=True)
-    return tempfile.mkdtemp(prefix="fcn-model-", dir=download_dir)
+        return tempfile.mkdtemp(prefix="fcn-model-", dir=download_dir)
+    directory = tempfile.mkdtemp(prefix="fcn-model-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def _download(artifact_uri: str, download_dir: str | None, tracking_uri: str, reference: str) -> str:
@@ -232,6 +243,8 @@ def _fetch_checkpoint(uri: str, download_dir: str | None, reference: str) -> str
         raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(uri)}")
     if storage.is_local(filesystem):
         return path
-    local = os.path.join(_new_download_dir(download_dir), posixpath.basename(path))
+    # Named by the URL's path alone: a presigned URL's query string holds its signature.
+    name = posixpath.basename(urllib.parse.urlsplit(path).path) or CHECKPOINT_FILE_NAME
+    local = os.path.join(_new_download_dir(download_dir), name)
     storage.run_io(uri, lambda: filesystem.get_file(path, local))
     return local

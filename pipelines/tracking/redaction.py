@@ -19,6 +19,15 @@ _TRUNCATED = "...[truncated]"
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "credential")
 _MIN_SECRET_LENGTH = 8  # shorter environment values (e.g. "true") would mask ordinary text
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
+# Query parameters that carry a credential in presigned and token URLs: S3 (SigV4 and the older
+# Signature/AWSAccessKeyId form), GCS (X-Goog-*), Azure SAS (sig), and bearer tokens of any service.
+# Credential and key ids go too: with a leaked signature they name whose key signed it.
+_SECRET_QUERY_NAMES = ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
+                       "x-goog-credential", "signature", "awsaccesskeyid", "sig", "token", "access_token",
+                       "id_token", "refresh_token", "api_key", "apikey", "key", "password", "secret",
+                       "client_secret", "code")
+_SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(_SECRET_QUERY_NAMES) + r")=)[^&#;\s\"'<>]*", re.IGNORECASE)
+_ENVIRONMENT_READ_ATTEMPTS = 100
 
 
 
@@ -33,18 +42,36 @@ def is_secret_name(name: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS) or bool(words and words[-1].endswith("key"))
 
 
+def environment_snapshot() -> dict[str, str]:
+    """A copy of ``os.environ`` that is safe to take while other threads set and delete variables.
+
+    Iterating ``os.environ`` lists its keys, then reads each: a variable deleted in between (MLflow's
+    telemetry thread does this) raises ``KeyError`` mid-walk. Copying again is cheap and the window is
+    tiny, so a few attempts always succeed in practice; the last one skips what vanished.
+    """
+    for _ in range(_ENVIRONMENT_READ_ATTEMPTS):
+        try:
+            return dict(os.environ)
+        except KeyError:
+            continue
+    return {name: value for name in list(os.environ) if (value := os.environ.get(name)) is not None}
+
+
 def _environment_secrets() -> list[str]:
     """Values of secret-named environment variables, longest first (so none is half-masked)."""
-    values = {value for name, value in os.environ.items()
+    values = {value for name, value in environment_snapshot().items()
               if len(value) >= _MIN_SECRET_LENGTH and is_secret_name(name)}
     return sorted(values, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
-    """``text`` with every environment secret and every password in a URL replaced by ``***``."""
+    """``text`` with every credential it may carry replaced by ``***``: environment secrets, passwords in
+    URLs (``scheme://user:***@host``) and credentials in query strings (presigned S3, GCS and Azure URLs,
+    ``token=``, ``sig=``, ``key=``). The one redaction every recorded URI and message goes through."""
     for secret in _environment_secrets():
         text = text.replace(secret, MASK)
-    return _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+    text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+    return _SECRET_QUERY.sub(rf"\1{MASK}", text)
 
 
 def redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,15 +7,19 @@ names, every artifact file, and every object of the output.
 """
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import pickle
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
@@ -52,17 +56,23 @@ def _run_contents(tracking_uri: str, run_id: str, download_to: Path) -> dict[str
 
 @pytest.mark.slow
 def test_credentials_never_reach_logs_mlflow_or_outputs(ray_local, s3_server, s3_files, mlflow_server,
-                                                         tiny_checkpoint, tmp_path, fault_report):
+                                                         tiny_checkpoint, checkpoint_server, tmp_path, fault_report):
     bucket = unique_bucket(s3_server, "secrets")
     put_objects(s3_server, bucket, {**{f"in/{index}.jpg": tiny_jpeg(index) for index in range(4)},
                                     "in/broken.jpg": b"not an image"})
     token, password = "tok-" + secrets.token_hex(16), "pw-" + secrets.token_hex(12)
+    signature, credential = "sig" + secrets.token_hex(20), "AKIA" + secrets.token_hex(8).upper()
     given = {"AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "MLFLOW_TRACKING_TOKEN": token,
-             "password in MLFLOW_TRACKING_URI": password}
+             "password in MLFLOW_TRACKING_URI": password, "signature of the presigned --model URL": signature,
+             "credential of the presigned --model URL": credential}
+    # The model as a presigned URL (the query string a server ignores and S3 checks): it must never be recorded.
+    presigned_model = (f"{checkpoint_server}/{Path(tiny_checkpoint).name}?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                       f"&X-Amz-Credential={credential}%2F20261207%2Fus-east-1%2Fs3%2Faws4_request"
+                       f"&X-Amz-Expires=3600&X-Amz-Signature={signature}")
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MLFLOW_TRACKING_TOKEN": token,
            "MLFLOW_TRACKING_URI": _with_password(mlflow_server.tracking_uri, password)}
     job = subprocess.run([sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
-                          f"s3://{bucket}/out", "--model", tiny_checkpoint, "--max-error-fraction", "0.5",
+                          f"s3://{bucket}/out", "--model", presigned_model, "--max-error-fraction", "0.5",
                           "--experiment", "reliability-secrets"],
                          check=False, cwd=REPO, env=env, capture_output=True, timeout=900)
     assert job.returncode == 0, job.stderr.decode(errors="replace")[-3000:]
@@ -71,6 +81,10 @@ def test_credentials_never_reach_logs_mlflow_or_outputs(ray_local, s3_server, s3
     output = {f"output {path}": s3_files.cat(path) for path in s3_files.find(f"{bucket}/out")}
     run_id = json.loads(s3_files.cat(f"{bucket}/out/summary.json"))["run_id"]
     seen.update(output)
+    table = pq.read_table(s3_files.open(next(path for path in s3_files.find(f"{bucket}/out/stats")
+                                             if path.endswith(".parquet"))))
+    seen["statistics table, model column"] = repr(table.column("model").to_pylist()).encode()
+    assert "X-Amz-Signature=***" in table.column("model")[0].as_py()
     seen.update(_run_contents(mlflow_server.tracking_uri, run_id, tmp_path / "artifacts"))
     leaks = [f"{name} in {where}: ...{_context(data, secret.encode())}..." for name, secret in given.items()
              for where, data in seen.items() if secret.encode() in data]
@@ -79,6 +93,18 @@ def test_credentials_never_reach_logs_mlflow_or_outputs(ray_local, s3_server, s3
                  exit_codes=[job.returncode], detail=f"leaks: {len(leaks)} in {len(seen)} places scanned")
     assert not leaks, leaks
     assert any(where.startswith("artifact previews/") for where in seen)  # the scan did reach the images
+
+
+@pytest.fixture
+def checkpoint_server(tiny_checkpoint):
+    """An HTTP server on 127.0.0.1 serving the checkpoint's folder, as a presigned URL's host would."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(tiny_checkpoint).parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def _context(data: bytes, secret: bytes, width: int = 80) -> str:
