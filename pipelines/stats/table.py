@@ -16,6 +16,7 @@ re-reading the history. The file lies outside the table folder, where `vacuum` w
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ TOTALS_NAME = "stats_totals.json"
 # a 21-class table), small enough that one file is one quick read.
 TARGET_FILE_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 # How delta-rs (object_store) says, after its own retries, that it could not reach the store.
 _UNREACHABLE_SIGNS = ("error sending request", "connection refused", "tcp connect error", "dns error",
                       "timed out", "connection reset")
@@ -81,6 +83,25 @@ class Totals:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "error": self.error, "class_pixels": self.class_pixels}
+
+
+def _totals_record(data: bytes) -> dict:
+    """``stats_totals.json`` as ``{"table_id", "table_version", "totals"}``; ValueError naming what is wrong."""
+    try:
+        recorded = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"not JSON: {type(error).__name__}") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"a JSON {type(recorded).__name__}, not an object")
+    version, table_id, pixels = recorded.get("table_version"), recorded.get("table_id"), recorded.get("class_pixels")
+    counts = [recorded.get("ok"), recorded.get("error"), *(pixels.values() if isinstance(pixels, dict) else [])]
+    if not isinstance(table_id, str) or not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError("no table_id and table_version")
+    if not isinstance(pixels, dict) or not all(isinstance(count, int) and not isinstance(count, bool)
+                                               and count >= 0 for count in counts):
+        raise ValueError("counts that are not non-negative integers")
+    totals = Totals(ok=recorded["ok"], error=recorded["error"], class_pixels={str(k): v for k, v in pixels.items()})
+    return {"table_id": table_id, "table_version": version, "totals": totals}
 
 
 @dataclass(frozen=True)
@@ -252,27 +273,31 @@ class StatsTable:
     # --- totals ----------------------------------------------------------------------------------
 
     def read_totals(self, table=None) -> Totals | None:
-        """The recorded totals if they describe the current version (or one before row-preserving commits only)."""
+        """The recorded totals if they describe the current version (or one before row-preserving commits only).
+
+        None means "count them from the rows": no file, totals of another version or table, or a file
+        that is damaged, truncated or of another shape. The file is derived state, never a reason to
+        fail: a damaged one costs one warning line and one scan, and the run records correct totals.
+        """
         table = table if table is not None else self.open()
         if table is None:
             return Totals()
         try:
-            recorded = json.loads(storage.read_bytes(self.totals_uri))
-        except (ObjectNotFoundError, ValueError):
+            recorded = _totals_record(storage.read_bytes(self.totals_uri))
+        except ObjectNotFoundError:
             return None
-        version, current = recorded.get("table_version"), table.version()
+        except ValueError as damage:
+            _log.warning("warning: %s is damaged (%s); counting the totals from the table", self.totals_uri, damage)
+            return None
+        version, current = recorded["table_version"], table.version()
         # A table deleted and made anew has another id: totals of the old one say nothing about it.
-        if recorded.get("table_id") != table.metadata().id or not isinstance(version, int) or version > current:
+        if recorded["table_id"] != table.metadata().id or version > current:
             return None
         if version < current:
             later = self.call("reading", lambda: table.history(limit=current - version))
             if any(commit.get("operation") not in _ROW_PRESERVING_OPERATIONS for commit in later):
                 return None
-        try:
-            return Totals(ok=int(recorded["ok"]), error=int(recorded["error"]),
-                          class_pixels={name: int(value) for name, value in recorded["class_pixels"].items()})
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None  # a damaged file: the caller counts from the rows instead
+        return recorded["totals"]
 
     def write_totals(self, totals: Totals) -> None:
         """Record ``totals`` as those of the table's current version."""

@@ -130,6 +130,36 @@ def test_recorded_totals_hold_until_rows_change(tmp_path):
     assert table.read_totals() == Totals(ok=4, error=0, class_pixels={"background": 4, "cat": 12})
 
 
+_DAMAGED_TOTALS = {
+    "null": b"null",
+    "a list": b"[1, 2, 3]",
+    "a string": b'"totals"',
+    "empty object": b"{}",
+    "truncated": b'{"table_id": "x", "table_version": 1, "ok": 3, "err',
+    "not text": bytes(range(256)),
+    "empty file": b"",
+    "nested deeper than the parser goes": b"[" * 200_000 + b"]" * 200_000,
+    "counts of the wrong type": b'{"table_id": "ID", "table_version": 0, "ok": "3", "error": 0, "class_pixels": {}}',
+    "negative counts": b'{"table_id": "ID", "table_version": 0, "ok": -3, "error": 0, "class_pixels": {}}',
+    "pixels not a mapping": b'{"table_id": "ID", "table_version": 0, "ok": 3, "error": 0, "class_pixels": [1]}',
+    "version not a number": b'{"table_id": "ID", "table_version": true, "ok": 3, "error": 0, "class_pixels": {}}',
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGED_TOTALS))
+def test_damaged_recorded_totals_are_counted_from_the_rows_with_one_warning(tmp_path, damage, caplog):
+    table = StatsTable.of(str(tmp_path))
+    table.append(_rows(_uris(0, 3)), partition=None, metadata={})
+    table.write_totals(Totals(ok=3, error=0, class_pixels={"background": 3, "cat": 9}))
+    table_id = table.open().metadata().id
+    (tmp_path / "stats_totals.json").write_bytes(_DAMAGED_TOTALS[damage].replace(b'"ID"', f'"{table_id}"'.encode()))
+    assert table.read_totals() is None  # so the run counts them from the rows, and records them anew
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "stats_totals.json is damaged" in warnings[0]
+    table.write_totals(table.scan_totals(CLASSES))
+    assert table.read_totals() == Totals(ok=3, error=0, class_pixels={"background": 3, "cat": 9})
+
+
 def test_rows_reads_one_partition_and_stops_at_the_limit(tmp_path):
     table = StatsTable.of(str(tmp_path))
     table.append(_rows(_uris(0, 5)), partition="date=2026-11-29", metadata={})
