@@ -69,7 +69,17 @@ def read_review_list(output_uri: str, date: str) -> set[str]:
         text = storage.read_bytes(uri).decode("utf-8")
     except ObjectNotFoundError:
         raise UserError(f"no review list {uri}: run nightly_label.py --date {date} into {output_uri} first") from None
-    return {row["image_uri"] for row in csv.DictReader(io.StringIO(text))}
+    except UnicodeDecodeError:
+        text = ""
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error:
+        rows = [{}]
+    if any(not isinstance(row.get("image_uri"), str) or not row["image_uri"] for row in rows) or not text:
+        # Derived from the table, so never trusted blindly: the night's run rewrites it whole.
+        raise UserError(f"the review list {uri} is damaged (not the CSV nightly_label.py writes): rerun "
+                        f"nightly_label.py --date {date} into {output_uri}, which rewrites it from the table")
+    return {row["image_uri"] for row in rows}
 
 
 def log_review_page(run_id: str, files: dict[str, bytes], date: str) -> None:
