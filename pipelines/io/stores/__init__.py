@@ -1,11 +1,8 @@
 """Storage backends: one module per store, each registering itself for the URI schemes it serves.
 
-| module | schemes | create if absent |
-|---|---|---|
-| `local` | paths, ``file://`` | hard link of a temporary file |
-| `s3` | ``s3://``, ``s3a://`` | PUT with ``If-None-Match: *`` (checked: a server that ignores it gets none) |
-| `gcs` | ``gs://``, ``gcs://`` | upload with ``ifGenerationMatch=0`` |
-| (`base.Store`) | any other fsspec protocol | none: the output lease settles races by write, wait, read back |
+Each backend's module docstring says which schemes it serves and how it creates an object only
+if absent; `registered_schemes()` lists the schemes, and `base.Store` serves any other fsspec
+protocol (with no atomic "create if absent": the output lease settles races by write, wait, read back).
 
 A new backend is one module here: a `Store` subclass (an `ObjectStore` for a bucket store: one
 listing call and, where its client spells it differently, the conditional write) decorated with
