@@ -22,9 +22,9 @@ import datetime
 import sys
 
 from pipelines.errors import ConfigError
+from pipelines.labelling.review_rule import ReviewRule
 from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.labelling.review import ReviewRule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if result.run_id:
             log_review_page(result.run_id, review.files, date)
         summary = result.summary
-        print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
-              f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
+        print(f"{date}: labelled {summary.processed_this_run} new or changed images "
+              f"({summary.errors_this_run} errors); {summary.images} in the ledger")
         print(f"review list ({review.images} images below confidence {rule.confidence_below:g} or above novelty "
               f"{rule.novelty_above:g}): {review.csv_uri}")
         print(f"review page: {review.page_uri}")

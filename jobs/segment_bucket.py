@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray()
         result = run_segmentation(config, checked)
         summary = result.summary
-        print(f"segmented {summary['processed_this_run']} images this run "
-              f"({summary['ok']} ok, {summary['error']} errors in the output)")
+        print(f"segmented {summary.processed_this_run} images this run "
+              f"({summary.ok} ok, {summary.error} errors in the output)")
         print(f"masks:      {config.output.rstrip('/')}/masks/")
         print(f"statistics: {config.output.rstrip('/')}/stats/ (a Delta table)")
         print(f"summary:    {result.summary_uri}")
