@@ -56,4 +56,4 @@ def segment(images_dir: Path, checkpoint: str, output: Path, **options) -> tuple
                            previews=0, **options)
     started = time.perf_counter()
     result = run_segmentation(config, log=lambda message: None)
-    return result.summary, time.perf_counter() - started
+    return result.summary.to_dict(), time.perf_counter() - started

@@ -135,8 +135,10 @@ def _child(kind: str, address: str, manifest: str, output: str, model: str) -> N
                                       regroup=False).count()
     elif kind == "scan":
         from pipelines.segmentation.run import _current_totals
+        from pipelines.stats.committer import CommitReport
 
-        _current_totals(StatsTable.of(output), None, {}, 0, list(read_checkpoint_metadata(model).class_names))
+        _current_totals(StatsTable.of(output), None, CommitReport(), 0,
+                        list(read_checkpoint_metadata(model).class_names))
     else:
         measured = segmentation._current_totals
 
@@ -151,8 +153,8 @@ def _child(kind: str, address: str, manifest: str, output: str, model: str) -> N
         config = SegmentConfig(input=manifest, output=output, model=model, tracking=False, previews=0,
                                incremental=True, batch_size=8)
         result = segmentation.run_segmentation(config, log=lambda message: None)
-        timings["processed"] = result.summary["processed_this_run"]
-        timings["images"] = result.summary["images"]
+        timings["processed"] = result.summary.processed_this_run
+        timings["images"] = result.summary.images
     timings["seconds"] = time.perf_counter() - started
     timings["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(timings))

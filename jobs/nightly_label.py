@@ -23,15 +23,19 @@ import sys
 
 from pipelines.errors import ConfigError
 from pipelines.labelling.review_rule import ReviewRule
+from pipelines.runtime.cli_options import add_options, config_from_args
 from pipelines.runtime.job_runner import connect_ray, run_cli
 from pipelines.segmentation.config import SegmentConfig
 
+# SegmentConfig's flags this job sets itself: the model comes from --model-name or --model, every night is
+# incremental into its own date partition, and --overwrite would delete every earlier night's labels.
+_FIXED_BY_THIS_JOB = ("model", "incremental", "stats_partition", "overwrite")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of the night (model, date, review rule), then every other `SegmentConfig` flag."""
     parser = argparse.ArgumentParser(prog="nightly_label.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--input", required=True, help="the growing prefix (or a manifest) to label")
-    parser.add_argument("--output", required=True, help="output prefix shared by every night's run")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model-name", help="registered model whose @champion alias labels the images")
     model.add_argument("--model", help="any model reference instead (models:/..., runs:/..., checkpoint path)")
@@ -41,43 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--novelty-threshold", type=float, default=ReviewRule.novelty_above,
                         help="images whose novelty is above this go on the review list too: how unlike the "
                              "training images an image is, 1 = as unusual as the 1%% most unusual of them")
-    parser.add_argument("--reprocess-on-model-change", action="store_true",
-                        help="also redo images labelled by an earlier champion")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
-    parser.add_argument("--num-actors", type=int, default=None, help="maximum inference actors (default: auto)")
-    parser.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor (default: auto)")
-    parser.add_argument("--max-side", type=int, default=1024, help="longest side seen by the model (0 = full)")
-    parser.add_argument("--max-error-fraction", type=float, default=0.1,
-                        help="exit non-zero if more of tonight's images than this fail")
-    parser.add_argument("--experiment", default="nightly_label", help="MLflow experiment name")
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    add_options(parser, SegmentConfig, exclude=_FIXED_BY_THIS_JOB, defaults={"experiment": "nightly_label"})
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
+def nightly_config_from_args(args: argparse.Namespace) -> tuple[SegmentConfig, str]:
+    """The night's SegmentConfig and its partition date."""
     date = args.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     try:
         datetime.date.fromisoformat(date)
     except ValueError:
         raise ConfigError(f"--date must look like 2026-11-21, got {date!r}") from None
-    config = SegmentConfig(
-        input=args.input, output=args.output, model=args.model or f"models:/{args.model_name}@champion",
-        batch_size=args.batch_size, num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
-        max_side=args.max_side or None, incremental=True, reprocess_on_model_change=args.reprocess_on_model_change,
-        max_error_fraction=args.max_error_fraction, stats_partition=f"date={date}", experiment=args.experiment,
-        tracking=not args.no_tracking,
+    config = config_from_args(
+        SegmentConfig, args, model=args.model or f"models:/{args.model_name}@champion", incremental=True,
+        stats_partition=f"date={date}",
     )
     return config, date
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.labelling.review import log_review_page, write_review_list
-    from pipelines.segmentation.run import check_inputs, run_segmentation
-
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        config, date = config_from_args(args)
+        from pipelines.labelling.review import log_review_page, write_review_list
+        from pipelines.segmentation.run import check_inputs, run_segmentation
+
+        config, date = nightly_config_from_args(args)
         checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
         connect_ray()
         result = run_segmentation(config, checked)
@@ -86,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if result.run_id:
             log_review_page(result.run_id, review.files, date)
         summary = result.summary
-        print(f"{date}: labelled {summary['processed_this_run']} new or changed images "
-              f"({summary['errors_this_run']} errors); {summary['images']} in the ledger")
+        print(f"{date}: labelled {summary.processed_this_run} new or changed images "
+              f"({summary.errors_this_run} errors); {summary.images} in the ledger")
         print(f"review list ({review.images} images below confidence {rule.confidence_below:g} or above novelty "
               f"{rule.novelty_above:g}): {review.csv_uri}")
         print(f"review page: {review.page_uri}")

@@ -13,16 +13,11 @@ layer's padding changes the offsets.
 """
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 from torch import nn
-
-if TYPE_CHECKING:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 # Layers that act pixel by pixel and leave coordinates where they are.
 _POINTWISE = (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.Identity)
@@ -62,12 +57,37 @@ def _square(value: int | tuple[int, ...], what: str, module: nn.Module) -> int:
     return int(value[0])
 
 
+LayerMap = Callable[[nn.Module], CoordMap]
+# Qualified class name -> its map: the layers a backbone module brings (residual blocks, its activations).
+_LAYER_MAPS: dict[str, LayerMap] = {}
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_layer_map(*classes: type | str) -> Callable[[LayerMap], LayerMap]:
+    """Register the decorated function as the coordinate map of modules of exactly these classes.
+
+    A class may be given by its qualified name ("torchvision.models.resnet.Bottleneck"), so that registering
+    imports nothing: VGG models never import torchvision (see `Backbone.imagenet_weights`).
+    """
+
+    def register(function: LayerMap) -> LayerMap:
+        for cls in classes:
+            _LAYER_MAPS[cls if isinstance(cls, str) else _qualified_name(cls)] = function
+        return function
+
+    return register
+
+
 def layer_map(module: nn.Module) -> CoordMap:
-    """The coordinate map of one module (containers and residual blocks compose their children)."""
+    """The coordinate map of one module (containers and registered blocks compose their children)."""
+    registered = _LAYER_MAPS.get(_qualified_name(type(module)))
+    if registered is not None:
+        return registered(module)
     if isinstance(module, nn.Sequential):
         return path_map(module)
-    if isinstance(module, _residual_block_types()):
-        return _residual_map(module)
     if isinstance(module, _POINTWISE):
         return IDENTITY
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d)):
@@ -79,27 +99,16 @@ def layer_map(module: nn.Module) -> CoordMap:
         if isinstance(module, nn.ConvTranspose2d):
             return CoordMap(Fraction(1, stride), (padding - half_extent) / stride)
         return CoordMap(Fraction(stride), half_extent - padding)
-    raise TypeError(f"no coordinate map for {type(module).__name__}; add it to fcn_core.models.alignment")
+    raise TypeError(f"no coordinate map for {type(module).__name__}; register one with register_layer_map")
 
 
-def _residual_block_types() -> tuple[type, ...]:
-    """torchvision's ResNet blocks, if torchvision's ResNet is loaded; else none can exist in a model.
-
-    Read from `sys.modules` rather than imported, so that VGG models never import torchvision (see
-    `Backbone.imagenet_weights`).
-    """
-    resnet = sys.modules.get("torchvision.models.resnet")
-    return (resnet.BasicBlock, resnet.Bottleneck) if resnet is not None else ()
-
-
-def _residual_map(block: BasicBlock | Bottleneck) -> CoordMap:
-    """A residual block's main path; its shortcut must land on the same grid or the sum would be misaligned."""
-    convs = [block.conv1, block.conv2] + ([block.conv3] if hasattr(block, "conv3") else [])
-    main = path_map(convs)
-    shortcut = IDENTITY if block.downsample is None else layer_map(block.downsample)
-    if main != shortcut:
-        raise ValueError(f"residual block paths disagree: main {main}, shortcut {shortcut}")
-    return main
+def residual_map(main: Iterable[nn.Module], shortcut: Iterable[nn.Module]) -> CoordMap:
+    """A residual block's map: its main path's, after checking that the shortcut lands on the same grid (or the
+    sum would be misaligned). An identity shortcut is an empty `shortcut`."""
+    main_map, shortcut_map = path_map(main), path_map(shortcut)
+    if main_map != shortcut_map:
+        raise ValueError(f"residual block paths disagree: main {main_map}, shortcut {shortcut_map}")
+    return main_map
 
 
 def path_map(modules: Iterable[nn.Module]) -> CoordMap:

@@ -7,14 +7,17 @@ construction time (shapes do not change them), so forward only slices.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from fractions import Fraction
+from typing import Any
 
 import torch
 from torch import nn
 
 from fcn_core.models.alignment import IDENTITY, CoordMap, crop_offset, layer_map, path_map, upsampler_geometry
 from fcn_core.models.backbone import Backbone, FeatureInfo
-from fcn_core.models.spec import ModelSpec
+from fcn_core.models.registry import backbone_entry, register_model
+from fcn_core.models.spec import ModelOptions, ModelSpec
 from fcn_core.models.upsampling import bilinear_upsampler
 from fcn_core.normalization import Normalization
 
@@ -113,3 +116,39 @@ class FCN(nn.Module):
         logits = logits[..., offset : offset + height, offset : offset + width]  # (N, C, H, W)
         assert logits.shape[-2:] == (height, width), f"upsampled scores {tuple(logits.shape)} miss {height}x{width}"
         return logits
+
+
+def _fcn(name: str, num_classes: int, skip_scales: tuple[float, ...], options: dict[str, Any]) -> FCN:
+    resolved = ModelOptions.from_kwargs(options)
+    return FCN(
+        ModelSpec(name, num_classes, asdict(resolved)),
+        backbone_entry(resolved.backbone).build(resolved),
+        skip_scales=skip_scales,
+        compact=resolved.alignment == "compact",
+        learn_upsampling=resolved.learn_upsampling,
+    )
+
+
+@register_model("fcn32s")
+def fcn32s(num_classes: int, **options: Any) -> FCN:
+    """FCN-32s: scores of the stride-32 tap alone, upsampled 32x in one step."""
+    return _fcn("fcn32s", num_classes, (), options)
+
+
+@register_model("fcn16s")
+def fcn16s(num_classes: int, **options: Any) -> FCN:
+    """FCN-16s: FCN-32s's scores upsampled 2x and summed with the stride-16 tap's."""
+    return _fcn("fcn16s", num_classes, (1.0,), options)
+
+
+@register_model("fcn8s")
+def fcn8s(num_classes: int, **options: Any) -> FCN:
+    """FCN-8s: FCN-16s's scores upsampled 2x and summed with the stride-8 tap's."""
+    return _fcn("fcn8s", num_classes, (1.0, 1.0), options)
+
+
+@register_model("fcn8s-atonce")
+def fcn8s_atonce(num_classes: int, **options: Any) -> FCN:
+    """The reference's all-at-once FCN-8s: fixed damping of the stride-16 and stride-8 taps so that training every
+    layer at once does not let the finer, larger-magnitude skips swamp the coarse scores."""
+    return _fcn("fcn8s-atonce", num_classes, (0.01, 0.0001), options)

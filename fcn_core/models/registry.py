@@ -1,39 +1,82 @@
-"""`build_model(name, num_classes, **options)`: the registered FCN variants, built from a name and options."""
+"""The registries of FCN variants and backbones: builder functions registered by name with a decorator.
+
+A variant is a public builder `fcn8s(num_classes, **options) -> FCN` decorated with `register_model`; a backbone
+is a builder `(options) -> Backbone` decorated with `register_backbone`, in the module that defines it. Every list
+of names (`build_model`'s errors, `ModelOptions` validation, the training job's `--variant` and `--backbone`
+choices) is read from here, so a new backbone is its module plus its import in `fcn_core.models`.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fcn_core.models.backbone import Backbone
-from fcn_core.models.fcn import FCN
-from fcn_core.models.resnet import ResNet50Backbone
-from fcn_core.models.spec import ModelOptions, ModelSpec
-from fcn_core.models.vgg import VGG16Backbone
+if TYPE_CHECKING:
+    from fcn_core.models.backbone import Backbone
+    from fcn_core.models.fcn import FCN
+    from fcn_core.models.spec import ModelOptions
 
-# Variant name -> scale applied to each skip tap (coarse to fine) before its score layer.
-_SKIP_SCALES: dict[str, tuple[float, ...]] = {
-    "fcn32s": (),
-    "fcn16s": (1.0,),
-    "fcn8s": (1.0, 1.0),
-    # The reference's all-at-once FCN-8s: fixed damping of pool4 and pool3 so that training every layer at once
-    # does not let the finer, larger-magnitude skips swamp the coarse scores.
-    "fcn8s-atonce": (0.01, 0.0001),
-}
+ModelBuilder = TypeVar("ModelBuilder", bound="Callable[..., FCN]")
+BackboneBuilder = TypeVar("BackboneBuilder", bound="Callable[[ModelOptions], Backbone]")
+
+_MODELS: dict[str, Callable[..., FCN]] = {}
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: its builder, and whether `ModelOptions.width_multiplier` may scale it."""
+
+    name: str
+    build: Callable[[ModelOptions], Backbone]
+    scales_width: bool
+
+
+_BACKBONES: dict[str, BackboneEntry] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register the decorated `(num_classes, **options) -> FCN` builder as variant `name`."""
+
+    def register(builder: ModelBuilder) -> ModelBuilder:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = builder
+        return builder
+
+    return register
+
+
+def register_backbone(name: str, *, scales_width: bool = False) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Register the decorated `(ModelOptions) -> Backbone` builder as backbone `name`.
+
+    scales_width: the builder honours `width_multiplier`; other backbones come at width 1.0 only (the width of
+    their ImageNet weights).
+    """
+
+    def register(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _BACKBONES[name] = BackboneEntry(name, builder, scales_width)
+        return builder
+
+    return register
 
 
 def list_models() -> list[str]:
-    """The names `build_model` accepts."""
-    return list(_SKIP_SCALES)
+    """The names `build_model` accepts, in registration order (coarse to fine)."""
+    return list(_MODELS)
 
 
-def _build_backbone(options: ModelOptions) -> Backbone:
-    if options.backbone == "resnet50":
-        return ResNet50Backbone(dropout=options.dropout)
-    return VGG16Backbone(
-        width_multiplier=options.width_multiplier,
-        compact=options.alignment == "compact",
-        dropout=options.dropout,
-    )
+def list_backbones() -> list[str]:
+    """The names `ModelOptions.backbone` accepts, sorted (backbone modules register in import order)."""
+    return sorted(_BACKBONES)
+
+
+def backbone_entry(name: str) -> BackboneEntry:
+    """The registered backbone `name`; ValueError naming the choices otherwise."""
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+    return _BACKBONES[name]
 
 
 def build_model(name: str, num_classes: int, **options: Any) -> FCN:
@@ -42,15 +85,8 @@ def build_model(name: str, num_classes: int, **options: Any) -> FCN:
     Options are `ModelOptions` fields; None values are dropped so unset CLI flags keep the defaults. Load
     pretrained backbone weights with `load_backbone_weights`, or a trained model with `load_checkpoint`.
     """
-    if name not in _SKIP_SCALES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_SKIP_SCALES)}")
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    resolved = ModelOptions.from_kwargs(options)
-    return FCN(
-        ModelSpec(name, num_classes, asdict(resolved)),
-        _build_backbone(resolved),
-        skip_scales=_SKIP_SCALES[name],
-        compact=resolved.alignment == "compact",
-        learn_upsampling=resolved.learn_upsampling,
-    )
+    return _MODELS[name](num_classes, **options)

@@ -7,13 +7,20 @@ pools); the alignment algebra picks odd bilinear kernels for it, so its crops ar
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from fcn_core.models.alignment import CoordMap, register_layer_map, residual_map
 from fcn_core.models.backbone import FeatureInfo
+from fcn_core.models.registry import register_backbone
+from fcn_core.models.spec import ModelOptions
 from fcn_core.models.state import load_exact_state_dict
 from fcn_core.normalization import IMAGENET_NORMALIZATION
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 class ResNet50Backbone(nn.Module):
@@ -70,3 +77,15 @@ class ResNet50Backbone(nn.Module):
     def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
         """Load torchvision ResNet-50 weights, leaving out the ImageNet classifier `fc`."""
         return load_exact_state_dict(self, {k: v for k, v in state_dict.items() if not k.startswith("fc.")})
+
+
+@register_layer_map("torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck")
+def _residual_block_map(block: BasicBlock | Bottleneck) -> CoordMap:
+    convs = [block.conv1, block.conv2] + ([block.conv3] if hasattr(block, "conv3") else [])
+    return residual_map(convs, [] if block.downsample is None else [block.downsample])
+
+
+@register_backbone("resnet50")
+def resnet50_backbone(options: ModelOptions) -> ResNet50Backbone:
+    """ResNet-50 at width 1.0, whatever the alignment (its strided convolutions need no input padding)."""
+    return ResNet50Backbone(dropout=options.dropout)

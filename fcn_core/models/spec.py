@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-BACKBONES = ("vgg16", "resnet50")
+from fcn_core.models.registry import backbone_entry, list_backbones
+
 ALIGNMENTS = ("reference", "compact")
 
 
@@ -12,14 +13,14 @@ ALIGNMENTS = ("reference", "compact")
 class ModelOptions:
     """Options every FCN variant takes.
 
-    backbone: "vgg16" (the paper) or "resnet50".
+    backbone: a registered backbone (`list_backbones()`): "vgg16" is the paper's.
     width_multiplier: scales every VGG16 convolution and fc6/fc7 (1.0 is the paper's model; 1/16 trains in seconds
-        on a CPU). ResNet-50 comes at width 1.0 only.
+        on a CPU). Backbones registered without `scales_width` come at width 1.0 only.
     alignment: "reference" (conv1_1 padded by 100, unpadded upsamplers, crops: the paper's network) or "compact"
         (no 100-pixel pad, upsamplers padded so every crop offset is 0: cheaper, same alignment).
     learn_upsampling: True lets the 2x fusion upsamplers learn from their bilinear start, as in the paper; False
         keeps them bilinear. The final upsampler is fixed bilinear either way.
-    dropout: probability after fc6 and fc7 (VGG16), after layer4 (ResNet-50).
+    dropout: probability after fc6 and fc7 (VGG16), after the stride-32 tap (the other backbones).
     """
 
     backbone: str = "vgg16"
@@ -29,16 +30,16 @@ class ModelOptions:
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        backbone = backbone_entry(self.backbone)
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
         if isinstance(self.width_multiplier, bool) or not isinstance(self.width_multiplier, (int, float)):
             raise ValueError(f"width_multiplier must be a number, got {self.width_multiplier!r}")
         if not self.width_multiplier > 0:
             raise ValueError(f"width_multiplier must be positive, got {self.width_multiplier}")
-        if self.backbone != "vgg16" and self.width_multiplier != 1.0:
-            raise ValueError(f"width_multiplier applies to vgg16 only; {self.backbone} needs 1.0")
+        if not backbone.scales_width and self.width_multiplier != 1.0:
+            scalable = [name for name in list_backbones() if backbone_entry(name).scales_width]
+            raise ValueError(f"width_multiplier applies to {', '.join(scalable)} only; {self.backbone} needs 1.0")
         if not isinstance(self.learn_upsampling, bool):
             raise ValueError(f"learn_upsampling must be true or false, got {self.learn_upsampling!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from fcn_core.models.backbone import FeatureInfo
+from fcn_core.models.registry import register_backbone
+from fcn_core.models.spec import ModelOptions
 from fcn_core.models.state import load_exact_state_dict
 from fcn_core.normalization import IMAGENET_NORMALIZATION
 
@@ -127,3 +129,9 @@ class VGG16Backbone(nn.Module):
             )
         features = {key: value for key, value in state_dict.items() if key.startswith("features.")}
         return load_exact_state_dict(self, features | convert_vgg16_classifier(state_dict))
+
+
+@register_backbone("vgg16", scales_width=True)
+def vgg16_backbone(options: ModelOptions) -> VGG16Backbone:
+    """The paper's backbone, in `options.alignment`'s layout and at `options.width_multiplier`."""
+    return VGG16Backbone(options.width_multiplier, compact=options.alignment == "compact", dropout=options.dropout)

@@ -12,8 +12,8 @@ from fcn_core.models.state import load_weights_only
 def load_backbone_weights(model: FCN, source: str | os.PathLike[str]) -> list[str]:
     """Load ImageNet weights into `model.backbone`; return the backbone keys loaded.
 
-    source: "imagenet" downloads torchvision's weights (VGG16_Weights.IMAGENET1K_V1 or
-    ResNet50_Weights.IMAGENET1K_V2, cached under $TORCH_HOME); anything else is the path of a torchvision state
+    source: "imagenet" downloads the torchvision weights the backbone names (its `imagenet_weights`, e.g.
+    VGG16_Weights.IMAGENET1K_V1; cached under $TORCH_HOME); anything else is the path of a torchvision state
     dict saved with `torch.save(net.state_dict(), path)`, for machines without internet. VGG16's classifier is
     converted into fc6/fc7, which needs width_multiplier 1.0. The score layers and upsamplers are left alone.
     """

@@ -1,36 +1,64 @@
-"""The resolved configuration of one batch-segmentation run (saved with the run's outputs)."""
+"""The resolved configuration of one batch-segmentation run (saved with the run's outputs).
+
+Every field made with `option` is a flag of `jobs/segment_bucket.py` and, unless that job fixes it, of
+`jobs/nightly_label.py`: its help text and default are written here only.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from pipelines.errors import ConfigError
+from pipelines.runtime.cli_options import option
 from pipelines.stats.table import PARTITION_PATTERN
+
+
+def _zero_is_full_size(text: str) -> int | None:
+    """``--max-side 0``: no resizing (None)."""
+    return int(text) or None
 
 
 @dataclass
 class SegmentConfig:
-    input: str  # prefix or Parquet manifest
-    output: str
-    model: str  # models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/PATH, or a checkpoint path/URI
-    batch_size: int = 8
-    num_actors: int | None = None  # upper bound of the inference actor pool; None = from the cluster
-    cpus_per_actor: float | None = None  # None = from the cluster (see resources.plan_resources)
-    gpus_per_actor: float | None = None  # None = 1 when the cluster has GPUs, else 0
-    max_side: int | None = 1024  # longest side for inference; masks are always at full size
-    max_pixels: int = 89_478_485  # larger images are refused as decompression bombs
-    limit: int | None = None
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    overwrite: bool = False
-    incremental: bool = False  # skip by (uri, etag) instead of uri: changed objects are redone
-    reprocess_on_model_change: bool = False
-    max_error_fraction: float = 0.1
-    commit_rows: int = 4096  # statistics rows per commit (also at most what a crash costs)
-    commit_seconds: float = 60.0  # and a commit at least this often while rows arrive
-    stats_partition: str | None = None  # e.g. "date=2026-11-21" for nightly runs
-    experiment: str = "segment_bucket"
-    tracking: bool = True
-    previews: int = 6
+    input: str = option(help="images to segment: a prefix (local folder, file://, s3://, any fsspec URI) "
+                             "or a Parquet manifest written by the corpus layer")
+    output: str = option(help="output prefix for masks/, stats/ and summary.json")
+    model: str = option(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, or a checkpoint "
+                             "path/URI")
+    batch_size: int = option(8, help="images per inference batch")
+    num_actors: int | None = option(None, help="maximum size of the inference actor pool (default: one per GPU, "
+                                               "or as many as the CPUs allow)")
+    cpus_per_actor: float | None = option(None, help="logical CPUs (= torch threads, rounded up) per inference "
+                                                     "actor (default: 1 with GPUs, else up to 4)")
+    gpus_per_actor: float | None = option(None, help="GPUs per inference actor (default: 1 if the cluster has "
+                                                     "GPUs, else 0)")
+    max_side: int | None = option(1024, parse=_zero_is_full_size,
+                                  help="longest image side seen by the model (0 = full size); masks are always "
+                                       "written at the original size")
+    max_pixels: int = option(89_478_485, help="images with more pixels are refused as decompression bombs "
+                                              "(an error row)")
+    limit: int | None = option(None, help="segment at most this many listed images")
+    include: list[str] = option(default_factory=list, metavar="GLOB",
+                                help="only keys matching this glob (repeatable)")
+    exclude: list[str] = option(default_factory=list, metavar="GLOB",
+                                help="skip keys matching this glob (repeatable)")
+    overwrite: bool = option(False, help="delete this output's masks, stats and summary first and redo every image")
+    incremental: bool = option(False, help="treat an object as done only if its etag is unchanged (changed "
+                                           "objects are redone)")
+    reprocess_on_model_change: bool = option(False, help="redo images that were segmented by a different model "
+                                                         "version")
+    max_error_fraction: float = option(0.1, help="exit non-zero (and write no summary.json) if more images than "
+                                                 "this fail")
+    stats_partition: str | None = option(None, metavar="NAME=VALUE",
+                                         help="record this run's statistics in partition NAME=VALUE of the table "
+                                              "(e.g. date=2026-11-21); an output keeps the partitioning of its "
+                                              "first run")
+    commit_rows: int = option(4096, help="commit statistics every this many images (what a crash can cost at most)")
+    commit_seconds: float = option(60.0, help="and at least this often while images finish")
+    experiment: str = option("segment_bucket", help="MLflow experiment name")
+    tracking: bool = option(True, off_flag="--no-tracking",
+                            help="do not log to MLflow (otherwise an unreachable MLflow server stops the job "
+                                 "before any work)")
+    previews: int = 6  # example overlays logged to MLflow
 
     def __post_init__(self) -> None:
         self.validate()

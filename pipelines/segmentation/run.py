@@ -34,7 +34,7 @@ from pipelines.io.corpus import (
     plan_from_listing,
     plan_listing,
 )
-from pipelines.io.lineage import DataInput, SetDigest
+from pipelines.io.lineage import DataInput
 from pipelines.io.listing import CorpusFilter, ObjectInfo
 from pipelines.io.output_lock import OutputLock
 from pipelines.runtime.progress import Progress
@@ -43,8 +43,9 @@ from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
 from pipelines.segmentation.stages import SegmentImages
+from pipelines.segmentation.summary import SegmentSummary
 from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
-from pipelines.stats.committer import StatsCommitter
+from pipelines.stats.committer import CommitReport, StatsCommitter
 from pipelines.stats.keys import MASKS_DIR, column_suffixes
 from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.stats.rows import Provenance
@@ -58,15 +59,12 @@ SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
 # tasks; only the new objects are then regrouped into the fetch stage's small blocks.
 LEDGER_ROWS_PER_BLOCK = 65_536
-# `StatsCommitter.finish` of a run that had nothing to segment.
-NOTHING_COMMITTED = {"ok": 0, "error": 0, "totals": Totals(), "version": None, "commits": 0, "sample": [],
-                     "labelled": SetDigest(), "model_ready_at": None, "steady_rate": None}
 PROGRESS_POLL_S = 1.0
 
 
 @dataclass
 class SegmentResult:
-    summary: dict
+    summary: SegmentSummary
     summary_uri: str
     run_id: str | None
 
@@ -226,36 +224,7 @@ def _done_criteria(policy: SkipPolicy) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _summary(totals: Totals, this_run: dict, seconds: float, startup: float | None, config: SegmentConfig,
-             provenance: Provenance, class_names: list[str]) -> dict:
-    """Totals over the output's images (each as its latest row), plus what this run did."""
-    pixel_totals = {name: totals.class_pixels.get(name, 0) for name in class_names}
-    all_pixels = max(sum(pixel_totals.values()), 1)
-    images = totals.ok + totals.error
-    processed = this_run["ok"] + this_run["error"]
-    return {
-        "images": images,
-        "ok": totals.ok,
-        "error": totals.error,
-        "error_fraction": totals.error / max(images, 1),
-        "processed_this_run": processed,
-        "errors_this_run": this_run["error"],
-        "seconds": round(seconds, 3),
-        "images_per_second": round(processed / seconds, 3) if seconds > 0 else 0.0,
-        "startup_seconds": None if startup is None else round(startup, 3),
-        "steady_images_per_second": None if this_run["steady_rate"] is None else round(this_run["steady_rate"], 3),
-        "class_pixels": pixel_totals,
-        "class_pixel_share": {name: total / all_pixels for name, total in pixel_totals.items()},
-        "model": provenance.model,
-        "model_version": provenance.model_version,
-        "run_id": provenance.run_id,
-        "input": config.input,
-        "output": config.output,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def _current_totals(table: StatsTable, base: Totals | None, this_run: dict, relabelled: int,
+def _current_totals(table: StatsTable, base: Totals | None, this_run: CommitReport, relabelled: int,
                     class_names: list[str]) -> Totals:
     """The output's totals after this run: the recorded ones plus this run's rows, or one pass over the table.
 
@@ -264,7 +233,7 @@ def _current_totals(table: StatsTable, base: Totals | None, this_run: dict, rela
     relabelled images whose earlier rows the sums would otherwise count twice.
     """
     if base is not None and relabelled == 0:
-        return base.plus(this_run["totals"])
+        return base.plus(this_run.totals)
     return ray.get(ray.remote(num_cpus=1)(StatsTable.scan_totals).remote(table, class_names))
 
 
@@ -317,7 +286,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             new = _new_images(config, checked.plan, skip, policy, model_version)
             if new.count == 0:
                 log("every image is done already: nothing to segment")
-                seconds, startup, this_run = 0.0, None, NOTHING_COMMITTED
+                seconds, startup, this_run = 0.0, None, CommitReport()
             else:
                 committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
                     config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
@@ -327,34 +296,36 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
                 started_at = time.time()
                 seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
                 this_run = ray.get(committer.finish.remote())
-                ready_at = this_run["model_ready_at"]  # None when no model actor was ever ready
+                ready_at = this_run.model_ready_at  # None when no model actor was ever ready
                 startup = None if ready_at is None else min(max(ready_at - started_at, 0.0), seconds)
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
-            if this_run["version"] is not None or base is None:
+            if this_run.version is not None or base is None:
                 table.write_totals(totals)
-            summary = _summary(totals, this_run, seconds, startup, config, provenance, class_names)
-            run.log_metrics({"images": summary["images"], "errors": summary["error"],
-                             "processed_this_run": summary["processed_this_run"],
-                             "images_per_second": summary["images_per_second"],
-                             **{name: summary[name] for name in ("startup_seconds", "steady_images_per_second")
-                                if summary[name] is not None},
+            summary = SegmentSummary.of(totals, this_run, seconds, startup, config, provenance, class_names)
+            run.log_metrics({"images": summary.images, "errors": summary.error,
+                             "processed_this_run": summary.processed_this_run,
+                             "images_per_second": summary.images_per_second,
+                             **{name: value for name, value in (("startup_seconds", summary.startup_seconds),
+                                                                ("steady_images_per_second",
+                                                                 summary.steady_images_per_second))
+                                if value is not None},
                              **{f"pixel_share_{s}": v for s, v in
-                                zip(column_suffixes(class_names), summary["class_pixel_share"].values())}})
-            run.log_dict(summary, "summary.json")
+                                zip(column_suffixes(class_names), summary.class_pixel_share.values())}})
+            run.log_dict(summary.to_dict(), SUMMARY_NAME)
             run.log_dict(config.to_dict(), "config.json")
-            labelled = this_run["labelled"]
+            labelled = this_run.labelled
             run.log_inputs([DataInput(name=f"images labelled from {config.input}", source=config.input,
                                       digest=labelled.hexdigest, rows=labelled.count, context="segmentation")])
             if run.enabled and config.previews:
                 # This run's own rows first; the table is read only when the run has too few of them.
-                rows = this_run["sample"]
+                rows = this_run.sample
                 if len(rows) < config.previews * ATTEMPTS_PER_PREVIEW:
                     rows = [*rows, *sample_good_rows(table, config.previews)]
                 log_previews(run, rows, config.previews)
-            if summary["error_fraction"] > config.max_error_fraction:
+            if summary.error_fraction > config.max_error_fraction:
                 raise ErrorFractionExceeded(
-                    f"{summary['error']} of {summary['images']} images failed "
-                    f"({summary['error_fraction']:.1%} > --max-error-fraction {config.max_error_fraction:.1%}); "
+                    f"{summary.error} of {summary.images} images failed "
+                    f"({summary.error_fraction:.1%} > --max-error-fraction {config.max_error_fraction:.1%}); "
                     f"see the 'error' column in {table.uri}")
-            storage.write_bytes_atomic(summary_uri, json.dumps(summary, indent=2).encode())
+            storage.write_bytes_atomic(summary_uri, json.dumps(summary.to_dict(), indent=2).encode())
     return SegmentResult(summary=summary, summary_uri=summary_uri, run_id=provenance.run_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +35,27 @@ from pipelines.stats.table import StatsTable, Totals
 DEFAULT_COMMIT_ROWS = 4096
 DEFAULT_COMMIT_SECONDS = 60.0
 _RUN_KEY, _WRITER_KEY, _SEQUENCE_KEY = "fcn_pipeline.run_id", "fcn_pipeline.writer", "fcn_pipeline.commit"
+
+
+@dataclass(frozen=True)
+class CommitReport:
+    """What one run's committer committed, for the run's summary; `CommitReport()` is a run with nothing to do."""
+
+    totals: Totals = field(default_factory=Totals)  # of this run's rows
+    version: int | None = None  # the table's version after this run's compaction; None: nothing committed
+    commits: int = 0
+    sample: list[dict] = field(default_factory=list)  # the run's first good rows, for previews
+    labelled: SetDigest = field(default_factory=SetDigest)  # of the images this run labelled
+    model_ready_at: float | None = None  # wall clock, when the first model actor had loaded; None: none did
+    steady_rate: float | None = None  # images per second of the model stage, first batch to last
+
+    @property
+    def ok(self) -> int:
+        return self.totals.ok
+
+    @property
+    def error(self) -> int:
+        return self.totals.error
 
 
 def _unreachable(error: Exception) -> bool:
@@ -133,14 +155,14 @@ class StatsCommitter:
         """(images, errors) the model stage has finished so far: ahead of the committed rows."""
         return self.model_progress.totals()
 
-    def finish(self) -> dict:
+    def finish(self) -> CommitReport:
         """Commit what is pending and compact this run's files; what the run committed, for its summary."""
         self._commit()
         if self.commits:
             self.version = self.table.compact(partition=self.partition)
-        return {"ok": self.totals.ok, "error": self.totals.error, "totals": self.totals, "version": self.version,
-                "commits": self.commits, "sample": self.sample, "labelled": self.labelled,
-                "model_ready_at": self.model_ready_at, "steady_rate": self.steady_rate()}
+        return CommitReport(totals=self.totals, version=self.version, commits=self.commits, sample=self.sample,
+                            labelled=self.labelled, model_ready_at=self.model_ready_at,
+                            steady_rate=self.steady_rate())
 
     def _commit(self) -> None:
         """Commit the pending batches, riding out a store that is briefly unreachable.

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.runtime.cli_options import check_choices, choices_of, option
+from pipelines.training.resources import DATA_CPUS
 
 LAYOUTS = ("auto", "voc", "paired", "manifest")
-VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-BACKBONES = ("vgg16", "resnet50")
-ALIGNMENTS = ("reference", "compact")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 NO_WEIGHTS = "none"
@@ -30,54 +29,119 @@ PAPER_RECIPE = (
 )
 
 
+# The model registry is read when a value is checked or --help is printed, not on import: fcn_core imports
+# torch (seconds), which the parser and a config read off a checkpoint's metadata should not wait for.
+def _variants() -> list[str]:
+    from fcn_core.models import list_models
+
+    return list_models()
+
+
+def _backbones() -> list[str]:
+    from fcn_core.models import list_backbones
+
+    return list_backbones()
+
+
+def _alignments() -> tuple[str, ...]:
+    from fcn_core.models.spec import ALIGNMENTS
+
+    return ALIGNMENTS
+
+
+def _scales_width(backbone: str) -> bool:
+    from fcn_core.models.registry import backbone_entry
+
+    return backbone_entry(backbone).scales_width
+
+
+def _class_names(text: str) -> tuple[str, ...]:
+    return tuple(text.split(","))
+
+
 @dataclass
 class TrainConfig:
-    """Everything that decides what a training run does; every field is a `jobs/train_fcn.py` flag."""
+    """Everything that decides what a training run does; every `option` field is a `jobs/train_fcn.py` flag."""
 
-    data: str  # labelled corpus: a local directory or an object-store URI (s3://bucket/prefix/)
-    layout: str = "auto"  # voc, paired or manifest (see pipelines.io.labelled); auto tells them apart
-    train_split: str = "train"
-    val_split: str = "val"
-    class_names: tuple[str, ...] | None = None  # None: from the corpus's labelmap.txt
-    mix_in: str | None = None  # a second labelled set (e.g. imported corrections) added to the training split
-    mix_repeat: int = 1  # how many times each pair of mix_in appears per epoch
+    data: str = option(group="data", help="labelled corpus: local folder or URI such as s3://bucket/voc/")
+    layout: str = option("auto", group="data", choices=LAYOUTS,
+                         help="voc (ImageSets/JPEGImages/SegmentationClass), paired (images/, masks/) or a "
+                              ".parquet manifest; auto tells them apart")
+    train_split: str = option("train", group="data", help="split to train on")
+    val_split: str = option("val", group="data", help="split to validate on, at full resolution")
+    mix_in: str | None = option(None, group="data", metavar="SET",
+                                help="a second labelled set added to the training split, e.g. import_labels.py's "
+                                     "corrections (DEST/manifest.parquet); validation stays on --data")
+    mix_repeat: int = option(1, group="data", metavar="N",
+                             help="each --mix-in pair appears N times per epoch: weighs a few hundred corrections "
+                                  "against a large training split")
+    class_names: tuple[str, ...] | None = option(None, group="data", parse=_class_names,
+                                                 help="comma-separated class names, in index order (unset: from "
+                                                      "DATA/labelmap.txt)")
 
-    variant: str = "fcn8s"
-    backbone: str = "vgg16"
-    backbone_weights: str = NO_WEIGHTS  # "imagenet", a state-dict path, or "none" (train from scratch)
-    width_multiplier: float = 0.125
-    alignment: str = "compact"
-    dropout: float = 0.5
-    init_from: str | None = None  # checkpoint or model reference of the previous stage (32s -> 16s -> 8s)
+    variant: str = option("fcn8s", group="model", choices=_variants, help="FCN variant")
+    backbone: str = option("vgg16", group="model", choices=_backbones, help="feature extractor")
+    backbone_weights: str = option(NO_WEIGHTS, group="model",
+                                   help="'imagenet' (downloads torchvision's weights), a local state-dict file, "
+                                        "or 'none'")
+    width_multiplier: float = option(0.125, group="model",
+                                     help="VGG16 channel scale: 1 is the paper's network, 1/16 trains in seconds")
+    alignment: str = option("compact", group="model", choices=_alignments,
+                            help="'reference' pads by 100 and crops as the paper; 'compact' aligns without the pad")
+    dropout: float = option(0.5, group="model", help="dropout after fc6 and fc7")
+    init_from: str | None = option(None, group="model",
+                                   help="start from the previous stage's model: models:/NAME@ALIAS, runs:/ID/model "
+                                        "or a checkpoint")
 
-    num_workers: int = 1
-    use_gpu: bool | None = None  # None: use GPUs when the cluster has any
-    cpus_per_worker: float | None = None  # also a CPU worker's torch threads (rounded up); None: see trainer
+    num_workers: int = option(1, group="workers", help="data-parallel workers")
+    use_gpu: bool | None = option(None, group="workers",
+                                  help="one GPU per worker (unset: when the cluster has GPUs)")
+    cpus_per_worker: float | None = option(
+        None, group="workers",
+        help="CPUs reserved per worker, also a CPU worker's torch threads (rounded up); what cannot be scheduled "
+             f"beside the {DATA_CPUS:g} CPU kept for data loading is refused (unset: the largest share that can, "
+             "fractional on small machines; at most 1 with GPUs)")
 
-    epochs: int = 30
-    batch_size: int = 4  # per worker; the global batch is batch_size * num_workers
-    crop_size: int = 96
-    scale_range: tuple[float, float] = (0.75, 1.25)
-    optimizer: str = "adamw"
-    lr: float = 3e-3
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-4
-    lr_schedule: str = "poly"
-    amp: bool = False  # mixed precision on GPUs (bfloat16 autocast); ignored on CPUs
-    val_every: int = 5  # validate every N epochs, and always after the last one
-    seed: int = 0
+    epochs: int = option(30, group="optimisation", help="passes over the training split")
+    batch_size: int = option(4, group="optimisation",
+                             help="images per worker per step (the global batch is batch_size * num_workers)")
+    crop_size: int = option(96, group="optimisation",
+                            help="square training crop in pixels; smaller images are padded with the ignore label")
+    scale_range: tuple[float, float] = option((0.75, 1.25), group="optimisation", metavar=("LOW", "HIGH"),
+                                              help="random rescaling range before cropping")
+    optimizer: str = option("adamw", group="optimisation", choices=OPTIMIZERS,
+                            help="'sgd' (with momentum, the paper's solver) or 'adamw'")
+    lr: float = option(3e-3, group="optimisation", help="base learning rate")
+    momentum: float = option(0.9, group="optimisation", help="SGD momentum")
+    weight_decay: float = option(1e-4, group="optimisation", help="weight decay")
+    lr_schedule: str = option("poly", group="optimisation", choices=LR_SCHEDULES,
+                              help="per-epoch decay: poly (power 0.9), cosine, or constant")
+    amp: bool = option(False, group="optimisation", help="bfloat16 autocast on GPUs (ignored on CPUs)")
+    val_every: int = option(5, group="optimisation", help="validate every N epochs (and after the last)")
+    seed: int = option(0, group="optimisation", help="seeds initialisation, augmentation and dropout")
 
-    name: str = field(default_factory=lambda: f"fcn-{time.strftime('%Y%m%d-%H%M%S')}")
-    storage_path: str = "outputs/training"  # local directory or s3://bucket/prefix; shared by all nodes
-    resume: bool = False
-    keep_checkpoints: int = 2  # the best ones by mean IU; the latest is always kept as well
-    max_failures: int = 3  # worker-group restarts (from the latest checkpoint) before giving up
+    name: str | None = option(None, group="run",
+                              help="run name, the folder of its checkpoints; reuse it with --resume "
+                                   "(unset: fcn-DATE-TIME)")
+    storage_path: str = option("outputs/training", group="run",
+                               help="where checkpoints go: local folder or s3://bucket/prefix (shared by all nodes)")
+    resume: bool = option(False, group="run", help="continue the run --name after its latest checkpoint")
+    keep_checkpoints: int = option(2, group="run",
+                                   help="best checkpoints kept by validation mean IU (the latest is always kept "
+                                        "too)")
+    max_failures: int = option(3, group="run",
+                               help="worker-group restarts from the latest checkpoint before giving up (-1: always)")
 
-    experiment: str = "fcn-training"
-    tracking: bool = True
-    register_as: str | None = None  # registered model name; the new version gets alias "candidate"
+    experiment: str = option("fcn-training", group="run", help="MLflow experiment")
+    tracking: bool = option(True, group="run", off_flag="--no-tracking", help="do not record the run in MLflow")
+    register_as: str | None = option(None, group="run",
+                                     help="register the best model under this name, with alias 'candidate'")
 
     def __post_init__(self) -> None:
+        if self.name is None:
+            if self.resume:
+                raise ConfigError("--resume continues a named run: pass its --name")
+            self.name = f"fcn-{time.strftime('%Y%m%d-%H%M%S')}"
         self.scale_range = tuple(self.scale_range)
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
@@ -85,12 +149,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag for the first value that cannot work."""
-        _choice("--layout", self.layout, LAYOUTS)
-        _choice("--variant", self.variant, VARIANTS)
-        _choice("--backbone", self.backbone, BACKBONES)
-        _choice("--alignment", self.alignment, ALIGNMENTS)
-        _choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choices(self, "layout", "variant", "backbone", "alignment", "optimizer", "lr_schedule")
         _positive("--width-multiplier", self.width_multiplier)
         _positive("--lr", self.lr)
         if self.cpus_per_worker is not None:
@@ -111,8 +170,10 @@ class TrainConfig:
             raise ConfigError("--momentum must be in [0, 1) and --weight-decay at least 0")
         if self.max_failures < -1:
             raise ConfigError("--max-failures must be -1 (retry forever), 0 or more")
-        if self.backbone != "vgg16" and self.width_multiplier != 1.0:
-            raise ConfigError("--width-multiplier applies to the VGG16 backbone only; leave it at 1 for resnet50")
+        if not _scales_width(self.backbone) and self.width_multiplier != 1.0:
+            scalable = [backbone for backbone in choices_of(TrainConfig, "backbone") if _scales_width(backbone)]
+            raise ConfigError(f"--width-multiplier applies to {', '.join(scalable)} only; leave it at 1 for "
+                              f"{self.backbone}")
         names = self.class_names
         if names is not None and (len(names) < 2 or len(set(names)) != len(names)):
             raise ConfigError(f"--class-names needs at least two distinct names, got {list(self.class_names)}")
@@ -126,7 +187,7 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """Keyword arguments of `fcn_core.models.build_model` besides name and class count."""
         options: dict[str, Any] = {"backbone": self.backbone, "alignment": self.alignment, "dropout": self.dropout}
-        if self.backbone == "vgg16":
+        if _scales_width(self.backbone):
             options["width_multiplier"] = self.width_multiplier
         return options
 
@@ -144,11 +205,6 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training settings {unknown}; this checkpoint was written by another version")
         return cls(**values)
-
-
-def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _positive(flag: str, value: float) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from fcn_core.models import build_model
+from fcn_core.models import build_model, list_backbones
 from fcn_core.models.alignment import (
     IDENTITY,
     CoordMap,
@@ -91,7 +91,7 @@ def test_vgg16_reference_offsets_are_the_papers(name, skip_crops, output_offset,
     assert model.output_offset == output_offset
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+@pytest.mark.parametrize("backbone", list_backbones())
 def test_compact_alignment_has_no_crops(backbone):
     with torch.device("meta"):
         model = build_model("fcn8s", 5, backbone=backbone, alignment="compact")

@@ -1,9 +1,15 @@
 """Pretrained weights: torchvision's VGG16 classifier as fc6/fc7 convolutions, and loading from files."""
 import pytest
 import torch
-from torchvision.models import resnet50, vgg16
+from torchvision.models import mobilenet_v3_large, resnet50, vgg16
 
-from fcn_core.models import BackboneWeightsError, build_model, convert_vgg16_classifier, load_backbone_weights
+from fcn_core.models import (
+    BackboneWeightsError,
+    build_model,
+    convert_vgg16_classifier,
+    list_backbones,
+    load_backbone_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +86,15 @@ def test_wrong_or_missing_files_are_refused_in_one_line(tmp_path):
         assert "\n" not in str(error.value)
 
 
-def test_imagenet_download_failure_says_to_pass_a_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backbone", list_backbones())
+def test_imagenet_download_failure_says_to_pass_a_file(backbone, tmp_path, monkeypatch):
     """No network here (a proxy on a closed port stands in for an offline machine): one actionable line."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
     for variable in ("https_proxy", "HTTPS_PROXY"):
         monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    model = build_model("fcn32s", 3, backbone=backbone, width_multiplier=1 / 32 if backbone == "vgg16" else 1.0)
     with pytest.raises(BackboneWeightsError, match="could not download .*pass the local file path instead") as error:
-        load_backbone_weights(build_model("fcn32s", 3, width_multiplier=1 / 32), "imagenet")
+        load_backbone_weights(model, "imagenet")
     assert "\n" not in str(error.value)
 
 
@@ -104,7 +112,31 @@ def test_resnet50_loads_torchvision_weights_from_a_file(tmp_path):
         torch.testing.assert_close(model.backbone(images)["layer4"], layers(images))
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_mobilenet_v3_large_loads_torchvision_weights_from_a_file(tmp_path):
+    torch.manual_seed(0)
+    reference = mobilenet_v3_large(weights=None).eval()
+    path = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("fcn8s", 3, backbone="mobilenet_v3_large").eval()
+    classifier = [key for key in reference.state_dict() if key.startswith("classifier.")]
+    assert len(load_backbone_weights(model, path)) == len(reference.state_dict()) - len(classifier)
+    images = torch.randn(1, 3, 40, 56)
+    with torch.inference_mode():
+        taps = model.backbone(images)
+        torch.testing.assert_close(taps["features16"], reference.features(images))  # (1, 960, 2, 2)
+        torch.testing.assert_close(taps["features6"], reference.features[:7](images))  # (1, 40, 5, 7)
+    assert [info.stride for info in model.backbone.feature_info] == [8, 16, 32]
+    assert taps["features12"].shape[-2:] == (3, 4)  # ceil(40/16), ceil(56/16)
+
+
+def test_mobilenet_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, path)
+    with pytest.raises(BackboneWeightsError, match="do not fit MobileNetV3LargeBackbone.*MobileNetV3LargeBackbone"):
+        load_backbone_weights(build_model("fcn32s", 3, backbone="mobilenet_v3_large"), path)
+
+
+@pytest.mark.parametrize("backbone", list_backbones())
 def test_each_backbone_names_torchvision_imagenet_weights_that_exist(backbone):
     """The names are resolved only when weights are downloaded; a typo must not wait for that day."""
     from torchvision.models import get_weight

@@ -116,8 +116,10 @@ class Store:
         Returns the table URI and its ``storage_options``, the store's credentials and endpoint
         read the way `resolve` reads them. Here: no table support for this scheme.
         """
-        raise StorageError(f"statistics tables are not supported on {scheme_of(uri)}:// "
-                           f"(supported: local folders, s3://, gs://)")
+        from pipelines.io.stores.registry import table_schemes  # here: the registry imports this module
+
+        supported = ", ".join("local folders" if scheme == "file" else f"{scheme}://" for scheme in table_schemes())
+        raise StorageError(f"statistics tables are not supported on {scheme_of(uri)}:// (supported: {supported})")
 
     # --- failures --------------------------------------------------------------------------------
 

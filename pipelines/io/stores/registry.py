@@ -27,4 +27,11 @@ def store_for(uri: str) -> Store:
 
 
 def registered_schemes() -> list[str]:
+    """Every scheme a backend serves, sorted."""
     return sorted(_stores)
+
+
+def table_schemes() -> list[str]:
+    """The schemes whose store can hold a statistics table (overrides `Store.table_location`), sorted."""
+    return sorted(scheme for scheme, store in _stores.items()
+                  if type(store).table_location is not Store.table_location)

@@ -63,9 +63,9 @@ def test_the_committer_commits_in_batches_drops_a_batch_handed_over_twice_and_co
 
     rows = table_rows(str(tmp_path))
     assert sorted(row["image_uri"] for row in rows) == _uris(0, 15)
-    assert (result["ok"], result["error"], result["commits"]) == (14, 1, 2)
-    assert result["totals"].class_pixels == {"background": 14, "cat": 42}
-    assert [row["image_uri"] for row in result["sample"]] == ["s3://in/000.jpg", "s3://in/002.jpg",
+    assert (result.ok, result.error, result.commits) == (14, 1, 2)
+    assert result.totals.class_pixels == {"background": 14, "cat": 42}
+    assert [row["image_uri"] for row in result.sample] == ["s3://in/000.jpg", "s3://in/002.jpg",
                                                               "s3://in/003.jpg"]
     table = StatsTable.of(str(tmp_path)).open()
     assert [commit["operation"] for commit in table.history()][:1] == ["OPTIMIZE"]
@@ -78,7 +78,7 @@ def test_the_committer_tallies_what_the_model_stage_finished_ahead_of_the_rows(t
     committer.count_segmented(3, 0)
     assert committer.segmented() == (11, 1)
     assert StatsTable.of(str(tmp_path)).open() is None  # a tally, not rows: nothing is committed for it
-    assert committer.finish()["ok"] == 0
+    assert committer.finish().ok == 0
 
 
 def test_the_committer_rates_the_model_stage_from_its_first_finished_batch_on(tmp_path):
@@ -90,17 +90,17 @@ def test_the_committer_rates_the_model_stage_from_its_first_finished_batch_on(tm
     time.sleep(0.05)
     committer.count_segmented(3, 1)
     elapsed = time.monotonic() - started
-    assert 3 / (elapsed + 0.05) < committer.finish()["steady_rate"] <= 3 / 0.05
+    assert 3 / (elapsed + 0.05) < committer.finish().steady_rate <= 3 / 0.05
 
 
 def test_the_committer_keeps_when_the_first_model_actor_was_ready(tmp_path):
     committer = StatsCommitter(str(tmp_path), CLASSES, partition=None, run_id="r1")
-    assert committer.finish()["model_ready_at"] is None
+    assert committer.finish().model_ready_at is None
     before = time.time()
     committer.model_ready()
-    first = committer.finish()["model_ready_at"]
+    first = committer.finish().model_ready_at
     committer.model_ready()  # a second actor, later: the run's start-up ended with the first
-    assert before <= first <= time.time() and committer.finish()["model_ready_at"] == first
+    assert before <= first <= time.time() and committer.finish().model_ready_at == first
 
 
 def test_totals_count_each_image_once_as_its_latest_row(tmp_path):
@@ -246,5 +246,5 @@ def test_a_briefly_unreachable_store_is_ridden_out_by_the_committer(tmp_path, mo
     monkeypatch.setattr(StatsTable, "append", flaky_append)
     assert committer.add(_rows(_uris(0, 4)))  # no error reaches the write stage
     committer.add(_rows(_uris(4, 8)))
-    assert committer.finish()["commits"] == 2
+    assert committer.finish().commits == 2
     assert sorted(row["image_uri"] for row in table_rows(str(tmp_path))) == _uris(0, 8)
