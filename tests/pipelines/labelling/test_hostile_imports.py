@@ -378,3 +378,11 @@ def test_every_mutation_of_a_valid_export_is_refused_in_one_line(run_import, val
         assert_refused(run_import(format, data))
 
     refused()
+
+
+def test_the_memory_benchmark_refuses_every_hostile_file():
+    from benchmarks.hostile_imports import main
+
+    rows = main(["--tiny"])
+    assert [code for _, what, code, _ in rows if what == "normal"] == [0, 0, 0]
+    assert all(code == 2 for _, what, code, _ in rows if what != "normal")
