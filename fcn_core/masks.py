@@ -75,7 +75,7 @@ def decode_mask_png(data: bytes) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"mask bytes are not a readable image ({error})") from error
     if image.mode not in ("P", "L"):
         raise ValueError(

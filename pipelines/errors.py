@@ -62,6 +62,10 @@ class CorrectionError(UserError):
     """An export that cannot be imported as it is; the message names the file and what is wrong."""
 
 
+class ExportLimitError(CorrectionError):
+    """An export, or a part of it, declares a size over a documented limit (`pipelines.labelling.bounded`)."""
+
+
 class UnknownImageError(CorrectionError):
     """The export names an image the output holds no segmented image of."""
 
@@ -110,6 +114,7 @@ __all__ = [
     "CredentialsInUriError",
     "EmptyCorpusError",
     "ErrorFractionExceeded",
+    "ExportLimitError",
     "ImageDecodeError",
     "IncomparableModelsError",
     "InvalidManifestError",

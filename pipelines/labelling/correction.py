@@ -10,7 +10,6 @@ does not name.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -129,14 +128,6 @@ def fields_of(where: str, expected: str) -> Iterator[None]:
         yield
     except (KeyError, TypeError, IndexError, AttributeError) as error:
         raise CorrectionError(f"{where}: not {expected} (missing or odd field: {error})") from None
-
-
-def read_json(uri: str) -> object:
-    """The JSON document at ``uri``, whole: exports are what people label, not whole corpora."""
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorrectionError(f"{uri} is not JSON ({error})") from None
 
 
 @contextmanager

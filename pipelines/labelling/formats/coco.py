@@ -28,7 +28,8 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from pipelines.errors import CorrectionError
-from pipelines.labelling.correction import Correction, KnownImage, OutputImages, fields_of, read_json
+from pipelines.labelling.bounded import dimension, read_json
+from pipelines.labelling.correction import Correction, KnownImage, OutputImages, fields_of
 from pipelines.labelling.formats.registry import register_format, register_reader
 from pipelines.labelling.segmented import (
     SegmentedImage,
@@ -37,6 +38,11 @@ from pipelines.labelling.segmented import (
     write_json_array,
     write_then_upload,
 )
+
+POLYGON_LENGTH_PER_SIDE = 32
+"""How long an annotation's polygons may be, in multiples of its image's height + width: an outline
+traced at pixel detail around many objects stays far below; pycocotools' rasteriser buffers stay
+under ~10 MB for a 12-MP image."""
 
 
 @register_format("coco", imported_by="a COCO JSON (one RLE annotation per image and class, iscrowd=1; categories "
@@ -79,42 +85,127 @@ def read_coco_json(source_uri: str, images: OutputImages) -> Iterator[Correction
     with fields_of(source_uri, "a COCO JSON (images, annotations, categories)"):
         # The position of each category in the file is its class index in the masks painted here.
         position = {category["id"]: index for index, category in enumerate(coco["categories"], start=1)}
-        class_names = [images.class_names[0], *(category["name"] for category in coco["categories"])]
+        class_names = [images.class_names[0], *(_text(category["name"], "a category name", source_uri)
+                                                for category in coco["categories"])]
         annotations = defaultdict(list)
         for annotation in coco["annotations"]:
             if annotation["category_id"] not in position:
-                raise CorrectionError(f"{source_uri}: annotation {annotation.get('id')} has category "
-                                      f"{annotation['category_id']}, which the file's categories do not list")
+                raise CorrectionError(f"{source_uri}: annotation {str(annotation.get('id'))[:40]} has category "
+                                      f"{str(annotation['category_id'])[:40]}, which the file's categories do not "
+                                      "list")
             annotations[annotation["image_id"]].append(annotation)
-        listed = [(entry["id"], entry.get("coco_url") or "", entry["file_name"], int(entry["height"]),
-                   int(entry["width"])) for entry in coco["images"]]
-    unlisted = set(annotations) - {image_id for image_id, *_ in listed}
+        listed = [(entry["id"], _text(entry.get("coco_url") or "", "coco_url", source_uri),
+                   _text(entry["file_name"], "file_name", source_uri), entry["height"], entry["width"])
+                  for entry in coco["images"]]
+        unlisted = set(annotations) - {image_id for image_id, *_ in listed}
     if unlisted:
-        raise CorrectionError(f"{source_uri} has annotations of image id {min(unlisted)}, which its images do not "
-                              "list")
+        raise CorrectionError(f"{source_uri} has annotations of image id {str(next(iter(unlisted)))[:40]}, which "
+                              "its images do not list")
     for image_id, url, file_name, height, width in listed:
         where = f"{source_uri}: image {url or file_name}"
         image = images.by_uri(url, where) if url else images.by_key(file_name, where)
-        images.check_size(image, (height, width), where)
-        mask = np.zeros((height, width), np.uint8)
-        for annotation in sorted(annotations[image_id], key=lambda annotation: position[annotation["category_id"]]):
-            mask[_region(annotation, image, images, f"{where}, annotation {annotation.get('id')}")] = \
-                position[annotation["category_id"]]
+        images.check_size(image, (dimension(height, "height", where), dimension(width, "width", where)), where)
+        mask = np.zeros((image.height, image.width), np.uint8)
+        with fields_of(where, "a COCO annotation (category_id, segmentation)"):
+            ordered = sorted(annotations[image_id], key=lambda annotation: position[annotation["category_id"]])
+            for annotation in ordered:
+                region = _region(annotation["segmentation"], image, images,
+                                 f"{where}, annotation {str(annotation.get('id'))[:40]}")
+                mask[region] = position[annotation["category_id"]]
         yield images.correction(image, mask, class_names, where)
 
 
-def _region(annotation: dict, image: KnownImage, images: OutputImages, where: str) -> np.ndarray:
-    """The pixels of one annotation, bool (H, W), decoded by pycocotools as ``COCO.annToMask`` does."""
-    try:
-        segmentation = annotation["segmentation"]
-        if isinstance(segmentation, list):  # polygons, one object in several parts
-            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, image.height, image.width))
-        elif isinstance(segmentation["counts"], list):  # uncompressed RLE
-            rle = coco_mask.frPyObjects(segmentation, *segmentation["size"])
-        else:
-            rle = segmentation
-        region = coco_mask.decode(rle)
-    except Exception as error:  # noqa: BLE001 - pycocotools raises plain Exceptions for input it cannot read
-        raise CorrectionError(f"{where}: not a COCO RLE or polygon segmentation ({error!r})") from None
-    images.check_size(image, region.shape, where)
-    return region.astype(bool)
+def _text(value: object, name: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise CorrectionError(f"{where}: {name} {str(value)[:40]!r} is not a string")
+    return value
+
+
+def _region(segmentation: object, image: KnownImage, images: OutputImages, where: str) -> np.ndarray:
+    """The pixels of one annotation's segmentation, bool (H, W), as ``COCO.annToMask`` gives them.
+
+    Its declared size and its counts are checked against the image before anything of that size is
+    allocated: an RLE must cover the image exactly (pycocotools would read past its buffer for more,
+    and leave the rest uninitialised for less), a polygon must lie on it.
+    """
+    if isinstance(segmentation, list):  # polygons, one object in several parts
+        return _polygon_region(segmentation, image, where)
+    if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
+        raise CorrectionError(f"{where}: not a COCO RLE (size, counts) or polygon segmentation")
+    size = segmentation["size"]
+    if not isinstance(size, list) or len(size) != 2:
+        raise CorrectionError(f"{where}: an RLE size must be [height, width], not {str(size)[:40]}")
+    images.check_size(image, (dimension(size[0], "the RLE height", where), dimension(size[1], "the RLE width", where)),
+                      where)
+    counts = segmentation["counts"]
+    runs = _compressed_counts(counts, where) if isinstance(counts, str) else _counts(counts, where)
+    pixels = image.height * image.width
+    if int(runs.sum()) != pixels:
+        raise CorrectionError(f"{where}: the RLE's counts cover {int(runs.sum())} pixels, not the {pixels} of its "
+                              f"{image.width}x{image.height} image")
+    # Runs alternate background and region, column-major (COCO's order), starting with background.
+    values = (np.arange(runs.size) % 2).astype(bool)
+    return np.repeat(values, runs).reshape(image.width, image.height).T
+
+
+def _counts(counts: object, where: str) -> np.ndarray:
+    """An uncompressed RLE's counts, int64 (N,): non-negative whole numbers under 2**32, as pycocotools keeps them."""
+    if not isinstance(counts, list) or not all(type(count) is int and 0 <= count < 2 ** 32 for count in counts):
+        raise CorrectionError(f"{where}: an RLE's counts must be a string or a list of whole numbers of pixels")
+    return np.array(counts, dtype=np.int64)
+
+
+def _compressed_counts(counts: str, where: str) -> np.ndarray:
+    """A compressed RLE's counts, int64 (N,), read as pycocotools' ``rleFrString`` reads them.
+
+    Each count is 5 bits a character (offset by 48, "0"), least significant first; a character's bit 5
+    says another follows, and the last one's bit 4 is the sign. From the third count on, a count is
+    stored as its difference from the count two before it; pycocotools keeps counts as uint32.
+    """
+    codes = np.frombuffer(counts.encode("utf-8"), np.uint8).astype(np.int64) - 48
+    if codes.size and (codes.min() < 0 or codes.max() > 63):
+        raise CorrectionError(f"{where}: a compressed RLE holds characters outside '0'..'o'")
+    last = np.flatnonzero((codes & 0x20) == 0)  # the character that ends each count
+    if codes.size and (last.size == 0 or last[-1] != codes.size - 1):
+        raise CorrectionError(f"{where}: the compressed RLE ends inside a count")
+    first = np.concatenate(([0], last[:-1] + 1)).astype(np.int64)
+    if last.size and int((last - first).max()) >= 7:  # 35 bits: more than any uint32 difference needs
+        raise CorrectionError(f"{where}: a count of the compressed RLE is longer than 7 characters")
+    place = np.arange(codes.size) - np.repeat(first, last - first + 1)
+    values = np.add.reduceat((codes & 0x1F) << (5 * place), first) if codes.size else np.zeros(0, np.int64)
+    negative = (codes[last] & 0x10) != 0
+    values = np.where(negative, values | (-1 << (5 * (last - first + 1))), values)
+    runs = values.copy()
+    for parity in (1, 2):  # counts 3, 5, ... add to count 1; counts 4, 6, ... to count 2
+        runs[parity::2] = np.cumsum(values[parity::2])
+    return runs & 0xFFFFFFFF
+
+
+def _polygon_region(polygons: list, image: KnownImage, where: str) -> np.ndarray:
+    """The pixels of polygons (x1, y1, x2, y2, ... each) on ``image``, rasterised by pycocotools.
+
+    pycocotools allocates ~40 bytes per pixel of a polygon's outline, so the outline is bounded:
+    each polygon has at least three points on the image (1 pixel either side), and all of them
+    together at most `POLYGON_LENGTH_PER_SIDE` times the image's height and width in length.
+    """
+    parts = []
+    for polygon in polygons:
+        try:
+            points = np.array(polygon, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            points = np.zeros((0, 2))
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise CorrectionError(f"{where}: a polygon is a list of at least three x, y points")
+        if not np.isfinite(points).all() or (points < -1).any() or (points[:, 0] > image.width + 1).any() \
+                or (points[:, 1] > image.height + 1).any():
+            raise CorrectionError(f"{where}: a polygon has points outside its {image.width}x{image.height} image")
+        parts.append(points)
+    if not parts:
+        raise CorrectionError(f"{where}: a polygon segmentation with no polygons")
+    length = sum(float(np.abs(np.diff(np.vstack((points, points[:1])), axis=0)).max(axis=1).sum()) for points in parts)
+    if length > POLYGON_LENGTH_PER_SIDE * (image.height + image.width):
+        raise CorrectionError(f"{where}: polygons {length:.0f} pixels long, over {POLYGON_LENGTH_PER_SIDE} times the "
+                              "image's height and width")
+    rle = coco_mask.merge(coco_mask.frPyObjects([points.ravel().tolist() for points in parts], image.height,
+                                                image.width))
+    return coco_mask.decode(rle).astype(bool)

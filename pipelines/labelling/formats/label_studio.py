@@ -31,7 +31,8 @@ from typing import BinaryIO
 import numpy as np
 
 from pipelines.errors import CorrectionError
-from pipelines.labelling.correction import Correction, KnownImage, OutputImages, fields_of, read_json
+from pipelines.labelling.bounded import dimension, read_json
+from pipelines.labelling.correction import Correction, KnownImage, OutputImages, fields_of
 from pipelines.labelling.formats.registry import register_format, register_reader
 from pipelines.labelling.segmented import (
     SegmentedImage,
@@ -121,12 +122,15 @@ def read_label_studio_export(source_uri: str, images: OutputImages) -> Iterator[
         if annotated is None:
             continue
         image_uri, regions = annotated
+        if not isinstance(image_uri, str):
+            raise CorrectionError(f"{where}: data.{IMAGE_TAG} {str(image_uri)[:40]!r} is not an image URI")
         image = images.by_uri(image_uri, where)
         yield images.correction(image, *_paint(regions, image, images, where), where)
 
 
-# A brush region as read from an export: its label, original height and width, and brush RLE.
-_Region = tuple[str, int, int, list[int]]
+# A brush region as read from an export: its label, original height and width (as the file gives them), and
+# brush RLE.
+_Region = tuple[str, object, object, object]
 
 
 def _latest_regions(task: dict, where: str) -> tuple[str, list[_Region]] | None:
@@ -147,7 +151,9 @@ def _latest_regions(task: dict, where: str) -> tuple[str, list[_Region]] | None:
             if value.get("format", "rle") != "rle" or len(labels) != 1:
                 raise CorrectionError(f"{where}: a brush region needs format 'rle' and exactly one label, got "
                                       f"{value.get('format')!r} and {labels}")
-            regions.append((labels[0], int(result["original_height"]), int(result["original_width"]), value["rle"]))
+            if not isinstance(labels[0], str):
+                raise CorrectionError(f"{where}: a brush label {str(labels[0])[:40]!r} is not a class name")
+            regions.append((labels[0], result["original_height"], result["original_width"], value["rle"]))
         return task["data"][IMAGE_TAG], regions
 
 
@@ -157,22 +163,27 @@ def _paint(regions: list[_Region], image: KnownImage, images: OutputImages,
     class_names = [images.class_names[0]]
     mask = np.zeros((image.height, image.width), np.uint8)
     for label, height, width, rle in regions:
-        images.check_size(image, (height, width), where)
+        images.check_size(image, (dimension(height, "original_height", where),
+                                  dimension(width, "original_width", where)), where)
+        # Checked before decoding: a list of bytes (a number would be a buffer of that many zero bytes),
+        # whose header declares the RGBA bytes of exactly this image.
         try:
-            rgba = decode_brush_rle(rle)
+            if not isinstance(rle, list):
+                raise TypeError(f"a brush RLE is a list of bytes, not {type(rle).__name__}")
+            rgba = decode_brush_rle(bytes(rle), size=image.height * image.width * 4)
         except (ValueError, TypeError) as error:
-            raise CorrectionError(f"{where}: brush region {label!r}: {error}") from None
-        if rgba.size != height * width * 4:
-            raise CorrectionError(f"{where}: brush region {label!r} holds {rgba.size} bytes, not the "
-                                  f"{height * width * 4} of {width}x{height} RGBA pixels")
+            raise CorrectionError(f"{where}: brush region {label[:40]!r}: {str(error)[:200]}") from None
         if label not in class_names:
             class_names.append(label)
-        mask[rgba[3::4].reshape(height, width) > 0] = class_names.index(label)  # the alpha channel
+        mask[rgba[3::4].reshape(image.height, image.width) > 0] = class_names.index(label)  # the alpha channel
     return mask, class_names
 
 
-def decode_brush_rle(rle: Sequence[int]) -> np.ndarray:
+def decode_brush_rle(rle: Sequence[int], *, size: int | None = None) -> np.ndarray:
     """The bytes a brush RLE holds, uint8 (N,): for a region, its RGBA pixels row-major.
+
+    ``size``: the bytes the RLE must hold (4 a pixel of its image); a header that says otherwise is
+    refused before anything of that size is allocated.
 
     Reads any stream of the format, not only what `brush_rle` writes: after the header (the count of
     bytes, the word width, the four length-field widths) each run is a repeat flag, the length
@@ -195,6 +206,8 @@ def decode_brush_rle(rle: Sequence[int]) -> np.ndarray:
         raise ValueError(f"a brush RLE of {len(rle)} bytes is shorter than its header")
     count, word_bits = read(32), read(5) + 1
     length_bits = [read(4) + 1 for _ in range(4)]
+    if size is not None and count != size:
+        raise ValueError(f"the brush RLE holds {count} bytes, not the {size} of its image's RGBA pixels")
     if word_bits != _WORD_BITS:
         raise ValueError(f"brush RLE words of {word_bits} bits; Label Studio writes bytes")
     values, lengths, filled = [], [], 0

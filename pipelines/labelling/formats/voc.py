@@ -14,17 +14,19 @@ colours, VOC's void colour (224, 224, 192) being void unless the label map names
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcn_core.masks import IGNORE_INDEX, decode_mask_png, labelmap_class_names, voc_colormap
 from pipelines.errors import CorrectionError, UnknownClassError
 from pipelines.io import storage
-from pipelines.labelling.correction import Correction, OutputImages, local_copy
+from pipelines.labelling.bounded import MAX_LABELMAP_BYTES, read_member, zip_archive, zip_members
+from pipelines.labelling.correction import Correction, KnownImage, OutputImages, local_copy
 from pipelines.labelling.formats.registry import register_format, register_reader
 from pipelines.labelling.segmented import LABELMAP_NAME, SegmentedImage, write_then_upload
 from pipelines.stats.keys import export_name_for
@@ -53,22 +55,27 @@ def write_voc_zip(output_uri: str, images: list[SegmentedImage], destination_uri
 @register_reader("voc", exported_by='a PASCAL VOC segmentation zip: ours corrected, or CVAT\'s Export task dataset -> '
                                     '"Segmentation mask 1.1" (labelmap.txt, SegmentationClass/*.png)')
 def read_voc_zip(source_uri: str, images: OutputImages) -> Iterator[Correction]:
-    with local_copy(source_uri, ".zip") as path:
+    with local_copy(source_uri, ".zip") as path, zip_archive(path, source_uri) as archive:
+        members = zip_members(archive, source_uri)
+        if LABELMAP_NAME not in members:
+            raise CorrectionError(f"{source_uri} has no {LABELMAP_NAME} to name the classes of its masks")
+        where = f"{source_uri}: {LABELMAP_NAME}"
         try:
-            archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as error:
-            raise CorrectionError(f"{source_uri} is not a zip ({error})") from None
-        with archive:
-            if LABELMAP_NAME not in archive.namelist():
-                raise CorrectionError(f"{source_uri} has no {LABELMAP_NAME} to name the classes of its masks")
-            labelmap = archive.read(LABELMAP_NAME).decode("utf-8")
-            class_names, colours = labelmap_class_names(labelmap), _colours(labelmap, f"{source_uri}: {LABELMAP_NAME}")
-            for member in sorted(name for name in archive.namelist()
-                                 if name.startswith(_MASKS_DIR) and name.lower().endswith(".png")):
-                where = f"{source_uri}: {member}"
-                image = images.by_export_name(member[len(_MASKS_DIR):-len(".png")], where)
-                yield images.correction(image, _class_indices(archive.read(member), colours, where), class_names,
-                                        where)
+            labelmap = read_member(archive, members[LABELMAP_NAME], MAX_LABELMAP_BYTES, where).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CorrectionError(f"{where} is not UTF-8 text ({error})") from None
+        class_names, colours = labelmap_class_names(labelmap), _colours(labelmap, where)
+        for name in sorted(name for name in members if name.startswith(_MASKS_DIR) and name.lower().endswith(".png")):
+            where = f"{source_uri}: {name}"
+            image = images.by_export_name(name[len(_MASKS_DIR):-len(".png")], where)
+            data = read_member(archive, members[name], _largest_png(image), where)
+            yield images.correction(image, _class_indices(data, colours, image, images, where), class_names, where)
+
+
+def _largest_png(image: KnownImage) -> int:
+    """The most bytes a PNG of ``image``'s size takes: 4 bytes a pixel (RGBA, not deflated at all) and a
+    filter byte a row, plus chunk framing and ancillary chunks (64 KiB)."""
+    return image.height * (4 * image.width + 1) + (64 << 10)
 
 
 def _colours(labelmap: str, where: str) -> dict[int, int]:
@@ -94,16 +101,24 @@ def _packed(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def _class_indices(data: bytes, colours: dict[int, int], where: str) -> np.ndarray:
+def _class_indices(data: bytes, colours: dict[int, int], image: KnownImage, images: OutputImages,
+                   where: str) -> np.ndarray:
     """A mask PNG as indices into the zip's label map, uint8 (H, W): a palette or grayscale one as it is,
-    a colour one through ``colours``."""
+    a colour one through ``colours``. Its size is read from its header (IHDR) and compared with
+    ``image``'s before any pixel is decoded."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.mode not in ("RGB", "RGBA"):
-                return decode_mask_png(data)
-            packed = _packed(np.asarray(image.convert("RGB")))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise CorrectionError(f"{where}: {error}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=("PNG",)) as png:
+                images.check_size(image, png.size[::-1], where)
+                if png.mode not in ("RGB", "RGBA"):
+                    return decode_mask_png(data)
+                packed = _packed(np.asarray(png.convert("RGB")))
+    except CorrectionError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types on a corrupt or hostile PNG
+        raise CorrectionError(f"{where}: not a readable PNG mask ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200] if str(error) else ''})") from None
     found, inverse = np.unique(packed, return_inverse=True)
     unknown = [int(colour) for colour in found if int(colour) not in colours]
     if unknown:
