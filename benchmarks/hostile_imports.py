@@ -3,7 +3,8 @@
 Each import runs jobs/import_labels.py (as `tests.pipelines.labelling.import_worker` does) in a child
 forked from a server process that has imported the job's modules (and started no runtime of
 deltalake's, which a fork would break), so a child's peak RSS (``ru_maxrss`` from ``wait4``) is the
-job's memory plus what the file made the import allocate, without seconds of start-up per file. The hostile files are the largest of each class the tests try: a zip member inflating to
+job's memory plus what the file made the import allocate, without seconds of start-up per file.
+The hostile files are the largest of each class the tests try: a zip member inflating to
 2 GiB, a PNG header of 10^10 pixels, a COCO RLE declaring 40000x40000, a brush RLE that is one huge
 integer, JSON nested 200,000 deep, and a JSON export just under `MAX_JSON_BYTES` (the largest a
 reader parses; refused after parsing). ``--tiny`` makes every file small, for the test suite.
@@ -23,8 +24,8 @@ from pathlib import Path
 from pipelines.labelling.bounded import MAX_JSON_BYTES
 from tests.pipelines.labelling.hostile_exports import deflate_bomb_zip, nested_json, png_declaring
 from tests.pipelines.labelling.import_worker import run_script
-from tests.pipelines.labelling.test_label_import import build_output, corrected_export, corrected_masks, model_masks
 from tests.pipelines.labelling.test_hostile_imports import coco_with, label_studio_with, voc_members, zipped
+from tests.pipelines.labelling.test_label_import import build_output, corrected_export, corrected_masks, model_masks
 
 SUFFIX = {"voc": ".zip", "coco": ".json", "label-studio": ".json"}
 

@@ -1,7 +1,7 @@
 """The store registry is the one list of schemes: messages that name supported schemes read it."""
 import pytest
 
-from pipelines.io.storage import StorageError
+from pipelines.errors import StorageError
 from pipelines.io.stores import registered_schemes, store_for
 from pipelines.io.stores.registry import table_schemes
 
