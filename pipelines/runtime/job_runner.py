@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -176,8 +178,27 @@ def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda:
     # progress, and on stderr it would break the one-line error contract.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     previous = _unwind_on_sigterm()
-    with redacted_console():
+    with redacted_console(), job_scratch():
         return _run_and_report(job, resume_hint, previous)
+
+
+@contextlib.contextmanager
+def job_scratch() -> Iterator[str]:
+    """A temporary directory of the job's own that every ``tempfile`` call of this process uses meanwhile,
+    removed when the job ends: success, error, Ctrl-C or SIGTERM (which `run_cli` unwinds like Ctrl-C).
+
+    Downloads (a registry model is about 0.5 GB at paper size), staged imports and exports, page
+    thumbnails: whatever the job or a library it calls puts in the temporary directory goes, so a job
+    run every night leaves ``TMPDIR`` as it found it. Ray's processes keep their own ``TMPDIR``.
+    """
+    saved = tempfile.tempdir
+    scratch = tempfile.mkdtemp(prefix="fcn-job-")
+    tempfile.tempdir = scratch
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_and_report(job: Callable[[], None], resume_hint: Callable[[], str], previous) -> int:

@@ -4,6 +4,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from pipelines.errors import UserError
 from pipelines.runtime.job_runner import EXIT_USER_ERROR, run_cli
@@ -78,3 +81,54 @@ def test_a_hand_run_jobs_ray_serves_http_on_loopback_and_everything_else_behind_
     exposed = {s["process"] for s in report["sockets"] if s["ip"] not in ("127.0.0.1", "::1")}
     assert {name for name in exposed if not name.startswith("ray::")} <= {"gcs_server", "raylet", "python", "python3"}
     assert (tmp_path / ".ray" / "auth_token").exists()  # the token every one of those ports asks for
+
+
+# A job that leaves files and folders in the temporary directory, then ends as argv[1] says.
+JOB_WITH_TEMPORARY_FILES = """
+import os, sys, tempfile, time
+from pipelines.errors import UserError
+from pipelines.runtime.job_runner import run_cli
+
+def job():
+    handle, path = tempfile.mkstemp(suffix=".download")
+    os.write(handle, b"x" * 4096)
+    os.close(handle)
+    tempfile.mkdtemp(prefix="staged-import-")
+    tempfile.NamedTemporaryFile(delete=False).close()
+    ending = sys.argv[1]
+    if ending == "user-error":
+        raise UserError("bad input")
+    if ending == "bug":
+        raise RuntimeError("a bug")
+    if ending in ("sigint", "sigterm"):
+        print("ready", flush=True)
+        time.sleep(60)
+
+sys.exit(run_cli(job))
+"""
+
+
+@pytest.mark.parametrize("ending, status", [("succeed", 0), ("user-error", EXIT_USER_ERROR), ("bug", 1),
+                                            ("sigint", 130), ("sigterm", 143)])
+def test_a_job_leaves_the_temporary_directory_as_it_found_it(tmp_path, ending, status):
+    """Every job ends through run_cli, whose scratch folder takes the job's temporary files, whatever the ending."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-c", JOB_WITH_TEMPORARY_FILES, ending], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    if ending.startswith("sig"):
+        assert process.stdout.readline().strip() == "ready"
+        assert len(list(tmp_path.iterdir())) == 1  # the job's scratch folder, holding its files meanwhile
+        process.send_signal(signal.SIGINT if ending == "sigint" else signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == status
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_job_that_runs_work_ends_through_run_cli():
+    """So the one-line errors, the redacted console and the scratch folder hold for each of them."""
+    jobs = Path(__file__).resolve().parents[3] / "jobs"
+    # generate_corpus writes a local corpus only; quickstart runs the other jobs as their own processes.
+    without = sorted(path.name for path in jobs.glob("*.py")
+                     if "run_cli(" not in path.read_text() and path.name not in
+                     ("__init__.py", "generate_corpus.py", "quickstart.py"))
+    assert without == []
