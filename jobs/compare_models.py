@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.evaluate import add_evaluation_arguments, evaluation_config_from_args
+from pipelines.evaluation.config import EvaluationConfig
+from pipelines.runtime.cli_options import add_options, config_from_args
 from pipelines.runtime.job_runner import connect_ray, run_cli
 
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-different-data", action="store_true",
                         help="compare (and promote) even if the held-out pairs changed between the models' "
                              "evaluations (each run records the digest of what it scored)")
-    add_evaluation_arguments(parser)
+    add_options(parser, EvaluationConfig)
     return parser
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        config = CompareConfig(models=tuple(args.models), evaluation=evaluation_config_from_args(args),
+        config = CompareConfig(models=tuple(args.models), evaluation=config_from_args(EvaluationConfig, args),
                                promote=args.promote, allow_different_data=args.allow_different_data)
         connect_ray()
         result = compare_models(config)

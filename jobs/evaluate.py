@@ -20,44 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.evaluation.config import DEFAULT_EXPERIMENT, EvaluationConfig
-from pipelines.io.labelled import LAYOUTS
+from pipelines.evaluation.config import EvaluationConfig
+from pipelines.runtime.cli_options import add_options, config_from_args
 from pipelines.runtime.job_runner import connect_ray, run_cli
-
-
-def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every evaluation job shares: data, model-stage resources, tracking, output."""
-    parser.add_argument("--data", required=True,
-                        help="labelled set: local folder or URI (s3://bucket/voc/) in voc or paired layout, "
-                             "or a .parquet manifest of image_uri, mask_uri")
-    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
-                        help="voc (ImageSets/JPEGImages/SegmentationClass), paired (images/, masks/) or manifest; "
-                             "auto tells them apart")
-    parser.add_argument("--split", default="val", help="split to evaluate")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="images per model-stage batch (same-sized images share a forward pass, no padding)")
-    parser.add_argument("--num-actors", type=int, default=None,
-                        help="fixed size of the model actor pool (default: up to one per GPU, or as many as "
-                             "the CPUs allow)")
-    parser.add_argument("--cpus-per-actor", type=float, default=None,
-                        help="logical CPUs (= torch threads, rounded up) per model actor (default: 1 with GPUs, "
-                             "else up to 4)")
-    parser.add_argument("--gpus-per-actor", type=float, default=None,
-                        help="GPUs per model actor (default: 1 if the cluster has GPUs, else 0)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs of the split")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
-    parser.add_argument("--no-tracking", action="store_true",
-                        help="do not log to MLflow (otherwise an unreachable MLflow server stops the job "
-                             "before any work)")
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="also write the result files to this folder or URI (e.g. s3://bucket/evaluations/x)")
-
-
-def evaluation_config_from_args(args: argparse.Namespace) -> EvaluationConfig:
-    return EvaluationConfig(data=args.data, layout=args.layout, split=args.split, batch_size=args.batch_size,
-                            num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
-                            gpus_per_actor=args.gpus_per_actor, limit=args.limit, experiment=args.experiment,
-                            tracking=not args.no_tracking, output=args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", required=True,
                         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH, or a checkpoint path/URI")
-    add_evaluation_arguments(parser)
+    add_options(parser, EvaluationConfig)
     return parser
 
 
@@ -76,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        config = evaluation_config_from_args(args)
+        config = config_from_args(EvaluationConfig, args)
         connect_ray()
         evaluation = evaluate_reference(args.model, config)
         print(comparison_markdown([evaluation]))

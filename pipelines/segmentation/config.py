@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pipelines.errors import ConfigError
+from pipelines.io.decode import DEFAULT_MAX_PIXELS
 from pipelines.runtime.cli_options import option
+from pipelines.stats.committer import DEFAULT_COMMIT_ROWS, DEFAULT_COMMIT_SECONDS
 from pipelines.stats.table import PARTITION_PATTERN
 
 
@@ -34,7 +36,7 @@ class SegmentConfig:
     max_side: int | None = option(1024, parse=_zero_is_full_size,
                                   help="longest image side seen by the model (0 = full size); masks are always "
                                        "written at the original size")
-    max_pixels: int = option(89_478_485, help="images with more pixels are refused as decompression bombs "
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, help="images with more pixels are refused as decompression bombs "
                                               "(an error row)")
     limit: int | None = option(None, help="segment at most this many listed images")
     include: list[str] = option(default_factory=list, metavar="GLOB",
@@ -52,8 +54,9 @@ class SegmentConfig:
                                          help="record this run's statistics in partition NAME=VALUE of the table "
                                               "(e.g. date=2026-11-21); an output keeps the partitioning of its "
                                               "first run")
-    commit_rows: int = option(4096, help="commit statistics every this many images (what a crash can cost at most)")
-    commit_seconds: float = option(60.0, help="and at least this often while images finish")
+    commit_rows: int = option(DEFAULT_COMMIT_ROWS,
+                              help="commit statistics every this many images (what a crash can cost at most)")
+    commit_seconds: float = option(DEFAULT_COMMIT_SECONDS, help="and at least this often while images finish")
     experiment: str = option("segment_bucket", help="MLflow experiment name")
     tracking: bool = option(True, off_flag="--no-tracking",
                             help="do not log to MLflow (otherwise an unreachable MLflow server stops the job "

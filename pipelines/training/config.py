@@ -15,7 +15,6 @@ from pipelines.errors import ConfigError
 from pipelines.runtime.cli_options import check_choices, choices_of, option
 from pipelines.training.resources import DATA_CPUS
 
-LAYOUTS = ("auto", "voc", "paired", "manifest")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 NO_WEIGHTS = "none"
@@ -29,8 +28,15 @@ PAPER_RECIPE = (
 )
 
 
-# The model registry is read when a value is checked or --help is printed, not on import: fcn_core imports
-# torch (seconds), which the parser and a config read off a checkpoint's metadata should not wait for.
+# The model registry and the corpus layouts are read when a value is checked or --help is printed, not on
+# import: fcn_core imports torch and pipelines.io.labelled Ray (seconds each), which building the parser and
+# reading a config off a checkpoint's metadata should not wait for.
+def _layouts() -> tuple[str, ...]:
+    from pipelines.io.labelled import LAYOUTS
+
+    return LAYOUTS
+
+
 def _variants() -> list[str]:
     from fcn_core.models import list_models
 
@@ -64,7 +70,7 @@ class TrainConfig:
     """Everything that decides what a training run does; every `option` field is a `jobs/train_fcn.py` flag."""
 
     data: str = option(group="data", help="labelled corpus: local folder or URI such as s3://bucket/voc/")
-    layout: str = option("auto", group="data", choices=LAYOUTS,
+    layout: str = option("auto", group="data", choices=_layouts,
                          help="voc (ImageSets/JPEGImages/SegmentationClass), paired (images/, masks/) or a "
                               ".parquet manifest; auto tells them apart")
     train_split: str = option("train", group="data", help="split to train on")

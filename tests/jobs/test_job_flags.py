@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from jobs import nightly_label, segment_bucket, train_fcn
+from jobs import compare_models, evaluate, nightly_label, segment_bucket, train_fcn
 from pipelines.errors import ConfigError
+from pipelines.evaluation.config import EvaluationConfig
 from pipelines.runtime.cli_options import cli_option, config_from_args, flag_of
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.training.config import TrainConfig
@@ -33,6 +34,11 @@ TRAIN_FLAGS = [
     "--no-tracking", "--register-as",
 ]
 
+EVALUATION_FLAGS = [
+    "--data", "--layout", "--split", "--batch-size", "--num-actors", "--cpus-per-actor", "--gpus-per-actor",
+    "--limit", "--experiment", "--no-tracking", "--output",
+]
+
 
 def _flags(parser) -> set[str]:
     return {flag for action in parser._actions for flag in action.option_strings}
@@ -42,9 +48,13 @@ def _option_fields(config_class):
     return [field for field in dataclasses.fields(config_class) if cli_option(field) is not None]
 
 
-@pytest.mark.parametrize(("job", "flags"), [(segment_bucket, SEGMENT_FLAGS), (nightly_label, NIGHTLY_FLAGS),
-                                            (train_fcn, TRAIN_FLAGS)], ids=["segment_bucket", "nightly_label",
-                                                                            "train_fcn"])
+@pytest.mark.parametrize(("job", "flags"), [
+    (segment_bucket, SEGMENT_FLAGS),
+    (nightly_label, NIGHTLY_FLAGS),
+    (train_fcn, TRAIN_FLAGS),
+    (evaluate, ["--model", *EVALUATION_FLAGS]),
+    (compare_models, ["--models", "--promote", "--allow-different-data", *EVALUATION_FLAGS]),
+], ids=["segment_bucket", "nightly_label", "train_fcn", "evaluate", "compare_models"])
 def test_every_earlier_flag_is_still_there_and_every_flag_is_explained(job, flags):
     parser = job.build_parser()
     assert set(flags) <= _flags(parser)
@@ -77,6 +87,10 @@ def test_defaults_are_the_configs():
 
     args = train_fcn.build_parser().parse_args(["--data", "d", "--name", "n"])
     assert config_from_args(TrainConfig, args) == TrainConfig(data="d", name="n")
+
+    for job, model in ((evaluate, "--model"), (compare_models, "--models")):
+        args = job.build_parser().parse_args([model, "m", "--data", "d"])
+        assert config_from_args(EvaluationConfig, args) == EvaluationConfig(data="d")
 
 
 def test_model_choices_come_from_the_registry():
