@@ -1,8 +1,8 @@
 """FCN semantic-segmentation models (Long, Shelhamer, Darrell 2015) behind one `build_model` factory."""
 from fcn_core.errors import BackboneWeightsError
 from fcn_core.models import mobilenet, resnet, vgg  # noqa: F401  (each registers its backbone on import)
-from fcn_core.models.fcn import FCN
-from fcn_core.models.registry import build_model, list_backbones, list_models, register_backbone, register_model
+from fcn_core.models.fcn import FCN, build_model
+from fcn_core.models.registry import list_backbones, list_models, register_backbone, register_model
 from fcn_core.models.spec import ModelOptions, ModelSpec
 from fcn_core.models.state import initialize_from
 from fcn_core.models.vgg import convert_vgg16_classifier

@@ -16,7 +16,7 @@ from torch import nn
 
 from fcn_core.models.alignment import IDENTITY, CoordMap, crop_offset, layer_map, path_map, upsampler_geometry
 from fcn_core.models.backbone import Backbone, FeatureInfo
-from fcn_core.models.registry import backbone_entry, register_model
+from fcn_core.models.registry import backbone_entry, model_builder, register_model
 from fcn_core.models.spec import ModelOptions, ModelSpec
 from fcn_core.models.upsampling import bilinear_upsampler
 from fcn_core.normalization import Normalization
@@ -152,3 +152,15 @@ def fcn8s_atonce(num_classes: int, **options: Any) -> FCN:
     """The reference's all-at-once FCN-8s: fixed damping of the stride-16 and stride-8 taps so that training every
     layer at once does not let the finer, larger-magnitude skips swamp the coarse scores."""
     return _fcn("fcn8s-atonce", num_classes, (0.01, 0.0001), options)
+
+
+def build_model(name: str, num_classes: int, **options: Any) -> FCN:
+    """Build a registered FCN (`list_models()`) with random backbone weights and the paper's head initialisation.
+
+    Options are `ModelOptions` fields; None values are dropped so unset CLI flags keep the defaults. Load
+    pretrained backbone weights with `load_backbone_weights`, or a trained model with `load_checkpoint`.
+    """
+    builder = model_builder(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return builder(num_classes, **options)

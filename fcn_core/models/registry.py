@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from fcn_core.models.backbone import Backbone
-    from fcn_core.models.fcn import FCN
-    from fcn_core.models.spec import ModelOptions
+# The registry is a leaf: it imports no model module (they import it to register), and no torch, so that
+# listing the names (a job's --help, config validation) costs nothing. Builders are typed where they are defined.
+ModelBuilder = TypeVar("ModelBuilder", bound=Callable[..., Any])
+BackboneBuilder = TypeVar("BackboneBuilder", bound=Callable[..., Any])
 
-ModelBuilder = TypeVar("ModelBuilder", bound="Callable[..., FCN]")
-BackboneBuilder = TypeVar("BackboneBuilder", bound="Callable[[ModelOptions], Backbone]")
-
-_MODELS: dict[str, Callable[..., FCN]] = {}
+_MODELS: dict[str, Callable[..., Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class BackboneEntry:
     """A registered backbone: its builder, and whether `ModelOptions.width_multiplier` may scale it."""
 
     name: str
-    build: Callable[[ModelOptions], Backbone]
+    build: Callable[..., Any]  # (ModelOptions) -> Backbone
     scales_width: bool
 
 
@@ -79,14 +76,8 @@ def backbone_entry(name: str) -> BackboneEntry:
     return _BACKBONES[name]
 
 
-def build_model(name: str, num_classes: int, **options: Any) -> FCN:
-    """Build a registered FCN (`list_models()`) with random backbone weights and the paper's head initialisation.
-
-    Options are `ModelOptions` fields; None values are dropped so unset CLI flags keep the defaults. Load
-    pretrained backbone weights with `load_backbone_weights`, or a trained model with `load_checkpoint`.
-    """
+def model_builder(name: str) -> Callable[..., Any]:
+    """The registered builder of variant `name`; ValueError naming the choices otherwise."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return _MODELS[name](num_classes, **options)
+    return _MODELS[name]

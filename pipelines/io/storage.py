@@ -18,7 +18,7 @@ from typing import BinaryIO, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from pipelines.errors import CredentialsInUriError
+from pipelines.errors import CredentialsInUriError, StorageError
 from pipelines.io.stores import Store, registry
 from pipelines.io.stores.base import join, scheme_of
 from pipelines.io.stores.retry import DEFAULT_RETRY, RetryPolicy
@@ -37,7 +37,7 @@ def store_for(uri: str) -> Store:
 
     A secret in a URI ends up in logs, job records and MLflow, so it is refused and never repeated.
     """
-    store = registry.store_for(uri)
+    store = registry.store_of_scheme(uri)
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
         authority, slash, path = rest.partition("/")
@@ -54,8 +54,16 @@ def resolve(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def table_location(uri: str) -> tuple[str, dict[str, str]]:
-    """Where delta-rs finds a table at ``uri``: its URI and ``storage_options`` (the store's credentials)."""
-    return store_for(uri).table_location(uri)
+    """Where delta-rs finds a table at ``uri``: its URI and ``storage_options`` (the store's credentials).
+
+    Raises `StorageError` naming the stores that hold tables where ``uri``'s store holds none.
+    """
+    location = store_for(uri).table_location(uri)
+    if location is None:
+        supported = ", ".join("local folders" if scheme == "file" else f"{scheme}://"
+                              for scheme in registry.table_schemes())
+        raise StorageError(f"statistics tables are not supported on {scheme_of(uri)}:// (supported: {supported})")
+    return location
 
 
 def is_local(filesystem: fsspec.AbstractFileSystem) -> bool:

@@ -11,6 +11,6 @@ listing call and, where its client spells it differently, the conditional write)
 """
 from pipelines.io.stores import gcs, local, s3  # noqa: F401  (each registers itself on import)
 from pipelines.io.stores.base import WHOLE, ListingShard, ObjectInfo, Store
-from pipelines.io.stores.registry import register_store, registered_schemes, store_for
+from pipelines.io.stores.registry import register_store, registered_schemes, store_of_scheme
 
-__all__ = ["WHOLE", "ListingShard", "ObjectInfo", "Store", "register_store", "registered_schemes", "store_for"]
+__all__ = ["WHOLE", "ListingShard", "ObjectInfo", "Store", "register_store", "registered_schemes", "store_of_scheme"]

@@ -110,16 +110,13 @@ class Store:
         """The URI that objects under ``uri`` (resolved to ``path``) are named by in listings."""
         return uri.rstrip("/")
 
-    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]] | None:
         """Where delta-rs (which talks to stores itself, not through fsspec) finds a table at ``uri``.
 
         Returns the table URI and its ``storage_options``, the store's credentials and endpoint
-        read the way `resolve` reads them. Here: no table support for this scheme.
+        read the way `resolve` reads them; None where the store holds no tables (here: the default).
         """
-        from pipelines.io.stores.registry import table_schemes  # here: the registry imports this module
-
-        supported = ", ".join("local folders" if scheme == "file" else f"{scheme}://" for scheme in table_schemes())
-        raise StorageError(f"statistics tables are not supported on {scheme_of(uri)}:// (supported: {supported})")
+        return None
 
     # --- failures --------------------------------------------------------------------------------
 

@@ -21,8 +21,11 @@ def register_store(cls: type[Store]) -> type[Store]:
     return cls
 
 
-def store_for(uri: str) -> Store:
-    """The store registered for the scheme of ``uri``; the plain fsspec store for any other scheme."""
+def store_of_scheme(uri: str) -> Store:
+    """The store registered for the scheme of ``uri``; the plain fsspec store for any other scheme.
+
+    A lookup only: code outside the stores goes through `pipelines.io.storage.store_for`, which also refuses
+    URIs that carry credentials."""
     return _stores.get(scheme_of(uri), _ANY_FSSPEC)
 
 

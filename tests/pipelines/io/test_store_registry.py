@@ -2,7 +2,8 @@
 import pytest
 
 from pipelines.errors import StorageError
-from pipelines.io.stores import registered_schemes, store_for
+from pipelines.io import storage
+from pipelines.io.stores import registered_schemes
 from pipelines.io.stores.registry import table_schemes
 
 
@@ -13,7 +14,7 @@ def test_table_schemes_are_the_registered_stores_that_hold_tables():
 
 def test_a_scheme_without_tables_is_refused_naming_the_registered_ones():
     with pytest.raises(StorageError, match="not supported on memory://") as error:
-        store_for("memory://bucket/out").table_location("memory://bucket/out")
+        storage.table_location("memory://bucket/out")
     message = str(error.value)
     assert "local folders" in message
     for scheme in table_schemes():

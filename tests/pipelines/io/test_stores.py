@@ -18,7 +18,7 @@ from pipelines.errors import AccessDeniedError, BucketNotFoundError, ObjectNotFo
 from pipelines.io import storage
 from pipelines.io.listing import iter_objects
 from pipelines.io.storage import RetryPolicy
-from pipelines.io.stores import Store, register_store, registered_schemes, store_for
+from pipelines.io.stores import Store, register_store, registered_schemes, store_of_scheme
 from tests.fixtures.gcs_server import start_fake_gcs
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.1)
@@ -30,9 +30,9 @@ HINTS = {"s3": "AWS_ACCESS_KEY_ID", "gcs": "GOOGLE_APPLICATION_CREDENTIALS"}
 
 def test_every_scheme_has_one_store_and_other_protocols_go_to_fsspec():
     assert registered_schemes() == ["file", "gcs", "gs", "local", "s3", "s3a"]
-    assert store_for("gs://b/k") is store_for("gcs://b/k") is not store_for("s3://b/k")
-    assert store_for("/data/x") is store_for("file:///data/x")
-    assert type(store_for("memory://corpus/a.jpg")) is Store
+    assert store_of_scheme("gs://b/k") is store_of_scheme("gcs://b/k") is not store_of_scheme("s3://b/k")
+    assert store_of_scheme("/data/x") is store_of_scheme("file:///data/x")
+    assert type(store_of_scheme("memory://corpus/a.jpg")) is Store
 
 
 def test_a_scheme_is_served_by_one_store_only():
