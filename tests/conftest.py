@@ -66,7 +66,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session):
+    """Start the services that the collected tests need in the background (see `tests.fixtures.early_start`),
+    one after another in the order the tests first need them."""
+    if session.config.option.collectonly:
+        return
+    from infra.local.seaweedfs import start_seaweedfs
+    from infra.local.services import stop_session
+    from tests.fixtures.early_start import start_early
+    from tests.fixtures.gcs_server import start_fake_gcs
+    from tests.fixtures.local_stack import start_local_stack, stop_local_stack
+    from tests.fixtures.mlflow_server import start_test_mlflow
+
+    temp, started = session.config._tmp_path_factory, {}
+    services = {  # fixture: (start, stop); the MLflow server's artifacts go to the S3 server, started before it
+        "s3_server": (lambda: start_seaweedfs(temp.mktemp("seaweedfs")), lambda server: server.stop()),
+        "mlflow_server": (lambda: start_test_mlflow(started["s3_server"].result(), temp.mktemp("mlflow-server")),
+                          lambda server: stop_session(server.pid)),
+        "gcs_server": (lambda: start_fake_gcs(temp.mktemp("fake-gcs")), lambda server: server.stop()),
+        "local_stack": (lambda: start_local_stack(temp.mktemp("local-stack")), stop_local_stack),
+    }
+    for item in session.items:
+        for name in services:
+            if name not in started and name in getattr(item, "fixturenames", ()):
+                started[name] = start_early(name, *services[name])
+
+
 pytest_plugins = [
+    "tests.fixtures.early_start",
     "tests.fixtures.ray_cluster",
     "tests.fixtures.s3_server",
     "tests.fixtures.mlflow_server",
