@@ -171,19 +171,3 @@ def test_a_mistake_fails_in_one_line_before_ray_starts_and_leaves_nothing_behind
         client = MlflowClient(f"sqlite:///{store}")
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not experiments or client.search_runs(experiments) == []
-
-
-def test_two_nodes_share_the_inference(ray_two_nodes, synthetic_corpus, tmp_path, tiny_checkpoint):
-    import ray
-    from ray.util.state import list_actors
-
-    output = tmp_path / "out"
-    code = segment_bucket.main(["--input", f"{synthetic_corpus.root}/JPEGImages", "--output", str(output),
-                                "--model", tiny_checkpoint, "--num-actors", "2", "--cpus-per-actor", "3",
-                                "--batch-size", "2", "--no-tracking"])
-    assert code == 0
-    actors = [a for a in list_actors(detail=True) if "SegmentImages" in (a.class_name or "")]
-    assert len({a.node_id for a in actors}) == 2, actors
-    assert len(ray.nodes()) == 2
-    summary = json.loads((output / "summary.json").read_text())
-    assert summary["ok"] == len(synthetic_corpus.train_ids) + len(synthetic_corpus.val_ids)

@@ -322,14 +322,3 @@ def test_help_explains_defaults_and_the_docstring_shows_both_ways_to_run():
     assert "(default: fcn8s)" in text and "--register-as" in text and "--backbone-weights" in text
     assert "python jobs/train_fcn.py --data" in train_fcn.__doc__
     assert "ray job submit" in train_fcn.__doc__
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_workers_on_two_nodes_train_together(ray_two_nodes, synthetic_corpus, tmp_path):
-    # 3 CPUs per worker on 4-CPU nodes: the two workers cannot share a node.
-    argv = ["--data", str(synthetic_corpus.root), "--num-workers", "2", "--epochs", "1", *TINY,
-            "--cpus-per-worker", "3", "--storage-path", str(tmp_path), "--name", "two-nodes", "--no-tracking"]
-    assert train_fcn.main(argv) == 0
-    checkpoint = load_checkpoint(str(_epochs_on_storage(str(tmp_path / "two-nodes"))[0]))
-    assert checkpoint.config["training"]["num_workers"] == 2 and checkpoint.training_state["epoch"] == 0
