@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,19 +143,27 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("mistake", ["input", "model", "output", "batch-size", "limit", "max-side"])
-def test_a_mistake_fails_in_one_line_before_ray_starts_and_leaves_nothing_behind(tmp_path, synthetic_corpus,
-                                                                                 tiny_checkpoint, mistake):
-    store = tmp_path / "mlruns.db"
-    output = tmp_path / "out"
+MISTAKES = ("input", "model", "output", "batch-size", "limit", "max-side")
+
+
+@dataclass(frozen=True)
+class MistakeRun:
+    result: subprocess.CompletedProcess
+    output: Path  # the --output given
+    store: Path  # the MLflow store the process was pointed at
+
+
+def _run_mistake(mistake: str, folder: Path, synthetic_corpus, tiny_checkpoint) -> MistakeRun:
+    store = folder / "mlruns.db"
+    output = folder / "out"
     flags = {"--input": f"{synthetic_corpus.root}/JPEGImages", "--output": str(output), "--model": tiny_checkpoint}
     if mistake == "input":
         flags["--input"] = f"{synthetic_corpus.root}/JPEGImagez"
     elif mistake == "model":
-        flags["--model"] = str(tmp_path / "nowhere.pt")
+        flags["--model"] = str(folder / "nowhere.pt")
     elif mistake == "output":
-        (tmp_path / "a-file").write_text("not a folder")
-        output = tmp_path / "a-file" / "out"
+        (folder / "a-file").write_text("not a folder")
+        output = folder / "a-file" / "out"
         flags["--output"] = str(output)
     else:
         flags[f"--{mistake}"] = {"batch-size": "0", "limit": "0", "max-side": "-5"}[mistake]
@@ -162,12 +172,28 @@ def test_a_mistake_fails_in_one_line_before_ray_starts_and_leaves_nothing_behind
     result = subprocess.run([sys.executable, "-c", _JOB_THEN_REPORT_RAY, *[x for kv in flags.items() for x in kv]],
                             env=env, capture_output=True, text=True, timeout=300,
                             cwd=Path(__file__).resolve().parents[2])
-    err = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
+    return MistakeRun(result, output, store)
+
+
+@pytest.fixture(scope="module")
+def mistake_runs(tmp_path_factory, synthetic_corpus, tiny_checkpoint) -> dict[str, MistakeRun]:
+    """Each mistake's job in a fresh process of its own, two at a time: a process spends its seconds importing."""
+    folders = {mistake: tmp_path_factory.mktemp(f"mistake-{mistake}") for mistake in MISTAKES}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {mistake: pool.submit(_run_mistake, mistake, folder, synthetic_corpus, tiny_checkpoint)
+                for mistake, folder in folders.items()}
+        return {mistake: run.result() for mistake, run in runs.items()}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_a_mistake_fails_in_one_line_before_ray_starts_and_leaves_nothing_behind(mistake_runs, mistake):
+    run = mistake_runs[mistake]
+    err = run.result.stderr.strip().splitlines()
+    assert run.result.returncode == 2, run.result.stderr
     assert len(err) == 1 and err[0].startswith("error: "), err
-    assert "ray started: False" in result.stdout
-    assert not output.exists()
-    if store.exists():  # the tracking check may create the store; it must hold no run
-        client = MlflowClient(f"sqlite:///{store}")
+    assert "ray started: False" in run.result.stdout
+    assert not run.output.exists()
+    if run.store.exists():  # the tracking check may create the store; it must hold no run
+        client = MlflowClient(f"sqlite:///{run.store}")
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not experiments or client.search_runs(experiments) == []
