@@ -42,6 +42,12 @@ def _corpus(s3_server, stem: str, count: int) -> tuple[str, list[str]]:
     return bucket, uris
 
 
+@pytest.fixture(scope="module")
+def driver_corpus(s3_server) -> tuple[str, list[str]]:
+    """The input of both driver scenarios (each writes an output of its own): `DRIVER_KILL_IMAGES` JPEGs."""
+    return _corpus(s3_server, "driver", DRIVER_KILL_IMAGES)
+
+
 def _driver_env(mlflow_server) -> dict[str, str]:
     """The driver joins the test's Ray runtime (as under `ray job submit`), so stopping it ends its job."""
     return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
@@ -90,9 +96,9 @@ def test_an_inference_actor_killed_mid_job_is_replaced_and_every_image_is_writte
 
 
 def test_a_killed_driver_then_the_same_command_completes_exactly_once(
-        ray_local, s3_server, s3_files, mlflow_server, tiny_checkpoint, fault_report, tmp_path):
-    bucket, inputs = _corpus(s3_server, "driver-kill", DRIVER_KILL_IMAGES)
-    output = f"{bucket}/out"
+        ray_local, driver_corpus, s3_files, mlflow_server, tiny_checkpoint, fault_report, tmp_path):
+    bucket, inputs = driver_corpus
+    output = f"{bucket}/out-killed"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--max-error-fraction", "0",
                "--commit-rows", "256", "--experiment", "reliability"]
@@ -150,10 +156,10 @@ def test_an_unreachable_mlflow_server_stops_the_job_before_any_work(ray_local, s
 
 
 def test_a_stopped_driver_closes_its_mlflow_run_and_releases_the_output(
-        ray_local, s3_server, s3_files, mlflow_server, tiny_checkpoint, tmp_path):
+        ray_local, driver_corpus, s3_files, mlflow_server, tiny_checkpoint, tmp_path):
     """SIGTERM (``ray job stop``, a pod shutting down) unwinds the job: exit 143, MLflow run closed, lock freed."""
-    bucket, inputs = _corpus(s3_server, "driver-stop", DRIVER_KILL_IMAGES)
-    output, experiment = f"{bucket}/out", f"stopped-{bucket}"
+    bucket, inputs = driver_corpus
+    output, experiment = f"{bucket}/out-stopped", f"stopped-{bucket}"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--commit-rows", "256",
                "--experiment", experiment]
