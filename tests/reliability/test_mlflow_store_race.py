@@ -30,8 +30,9 @@ EXPERIMENT = "store-race"
 # open the new store at the same moment. The outcome of a trial is "ok" or the error's first line.
 _WORKER = textwrap.dedent("""
     import os, sys, time
-    from pipelines.tracking.client import TrackingSettings, check_tracking_server, start_run
+    from pipelines.tracking.client import TrackingSettings, check_tracking_server
     from pipelines.tracking.models import get_model_version_by_alias
+    from pipelines.tracking.runs import start_run
 
     root, experiment = sys.argv[1], sys.argv[5]
     worker, workers, trials = (int(value) for value in sys.argv[2:5])
@@ -71,7 +72,8 @@ _KILLED_WHILE_MIGRATING = textwrap.dedent("""
 
 _LATER_JOB = textwrap.dedent("""
     import sys
-    from pipelines.tracking.client import TrackingSettings, start_run
+    from pipelines.tracking.client import TrackingSettings
+    from pipelines.tracking.runs import start_run
 
     with start_run(TrackingSettings(tracking_uri=sys.argv[1], experiment="later"), "later", {}) as run:
         run.log_metrics({"loss": 1.0})
