@@ -66,20 +66,25 @@ def read_review_list(output_uri: str, date: str) -> set[str]:
     """The image URIs on the night's review list (its CSV); UserError when that night has none yet."""
     uri = storage.join(output_uri, "review", f"date={date}.csv")
     try:
-        text = storage.read_bytes(uri).decode("utf-8")
+        rows = _review_rows(storage.read_bytes(uri))
     except ObjectNotFoundError:
         raise UserError(f"no review list {uri}: run nightly_label.py --date {date} into {output_uri} first") from None
-    except UnicodeDecodeError:
-        text = ""
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error:
-        rows = [{}]
-    if any(not isinstance(row.get("image_uri"), str) or not row["image_uri"] for row in rows) or not text:
+    if rows is None:
         # Derived from the table, so never trusted blindly: the night's run rewrites it whole.
         raise UserError(f"the review list {uri} is damaged (not the CSV nightly_label.py writes): rerun "
                         f"nightly_label.py --date {date} into {output_uri}, which rewrites it from the table")
     return {row["image_uri"] for row in rows}
+
+
+def _review_rows(data: bytes) -> list[dict] | None:
+    """The rows of a review CSV, each with an image URI; None for anything else (not text, not that CSV)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if not data or any(not isinstance(row.get("image_uri"), str) or not row["image_uri"] for row in rows):
+        return None
+    return rows
 
 
 def log_review_page(run_id: str, files: dict[str, bytes], date: str) -> None:

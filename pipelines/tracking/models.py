@@ -209,9 +209,9 @@ def _new_download_dir(download_dir: str | None) -> str:
     """A fresh directory inside ``download_dir`` (or the temporary directory): no clobbering.
 
     One made in the temporary directory belongs to nobody else, so this process removes it when it
-    exits: a registry model is about 0.5 GB at paper size, and a nightly job that resolved one every
-    night would otherwise fill ``TMPDIR``. Jobs end through ``run_cli``, which turns SIGINT and
-    SIGTERM into an ordinary unwinding exit, so the removal runs on success, error and signal alike.
+    exits: a registry model is about 0.5 GB at paper size. Inside a job that directory is already the
+    job's scratch folder (`pipelines.runtime.job_runner.job_scratch`), removed when the job ends; this
+    covers every other caller, a notebook or a script that resolves a model itself.
     """
     if download_dir:
         os.makedirs(download_dir, exist_ok=True)
