@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from jobs import generate_corpus, segment_bucket, train_fcn
-from pipelines.tracking.client import resolve_tracking_uri
+from pipelines.tracking.store import resolve_tracking_uri
 
 MODEL_NAME = "quickstart-fcn8s"
 

@@ -13,7 +13,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # `ray job submit` tests, whose local stack sets RAY_AUTH_MODE=token for its own processes.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 # Runs and registry lookups of tests that do not choose a store go to a store of their own, never to
-# an mlruns.db left in the checkout (whose state would differ between a developer's tree and CI).
+# the developer's own default store (whose state would differ between a developer's machine and CI);
+# tests that unset MLFLOW_TRACKING_URI to test the default find it under a temporary XDG_DATA_HOME.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="fcn-tests-data-home-")
 if not os.environ.get("MLFLOW_TRACKING_URI"):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='fcn-tests-mlflow-')}/mlruns.db"
 

@@ -27,7 +27,6 @@ from pipelines.evaluation.evaluate import (
     warm_up_input_stages,
 )
 from pipelines.evaluation.promotion import (
-    CHAMPION_ALIAS,
     PromotionDecision,
     apply_promotion,
     decide_promotion,
@@ -37,7 +36,13 @@ from pipelines.evaluation.report import COMPARISON_MARKDOWN, comparison_files
 from pipelines.io import storage
 from pipelines.stats.keys import column_suffixes
 from pipelines.tracking.client import TrackingSettings, check_tracking_server
-from pipelines.tracking.models import ResolvedModel, get_model_version_by_alias, resolve_model_reference
+from pipelines.tracking.models import (
+    CHAMPION_ALIAS,
+    ResolvedModel,
+    check_reference_store,
+    get_model_version_by_alias,
+    resolve_model_reference,
+)
 from pipelines.tracking.runs import TrackedRun, start_run
 
 PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
@@ -101,6 +106,8 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
     """
     settings = TrackingSettings(enabled=config.evaluation.tracking, experiment=config.evaluation.experiment)
     name = promotion_name(config.models) if config.promote else None
+    for reference in config.models:
+        check_reference_store(reference, settings.tracking_uri)
     if settings.enabled:
         check_tracking_server(settings.tracking_uri)
     output = config.evaluation.output

@@ -39,10 +39,16 @@ from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled
 from pipelines.io.lineage import DataInput
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.stats.keys import column_suffixes
-from pipelines.tracking.client import TrackingSettings, check_tracking_server, resolve_tracking_uri
-from pipelines.tracking.models import ResolvedModel, resolve_model_reference, set_model_version_tags
+from pipelines.tracking.client import TrackingSettings, check_tracking_server
+from pipelines.tracking.models import (
+    ResolvedModel,
+    check_reference_store,
+    resolve_model_reference,
+    set_model_version_tags,
+)
 from pipelines.tracking.plots import confusion_matrix_png
 from pipelines.tracking.runs import start_run
+from pipelines.tracking.store import resolve_tracking_uri
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -229,6 +235,7 @@ def evaluate_reference(reference: str, config: EvaluationConfig, *,
     The tracking server is checked first, so a server that is down costs seconds, not a download;
     the input stages are warmed up (`warm_up_input_stages`) before the model is timed.
     """
+    check_reference_store(reference)
     if config.tracking:
         check_tracking_server(resolve_tracking_uri())
     with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:

@@ -50,10 +50,11 @@ from pipelines.stats.keys import MASKS_DIR, column_suffixes
 from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.stats.rows import Provenance
 from pipelines.stats.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
-from pipelines.tracking.client import TrackingSettings, check_tracking_server, resolve_tracking_uri
-from pipelines.tracking.models import resolve_model_reference
+from pipelines.tracking.client import TrackingSettings, check_tracking_server
+from pipelines.tracking.models import check_reference_store, resolve_model_reference
 from pipelines.tracking.redaction import redact
 from pipelines.tracking.runs import start_run
+from pipelines.tracking.store import resolve_tracking_uri
 
 SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
@@ -88,7 +89,8 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
     is one line within a second or two; no output folder, lock or MLflow run is left behind.
     """
     settings = TrackingSettings(enabled=config.tracking, tracking_uri=resolve_tracking_uri(),
-                                         experiment=config.experiment)
+                                experiment=config.experiment)
+    check_reference_store(config.model, settings.tracking_uri)
     if settings.enabled:
         check_tracking_server(settings.tracking_uri)
     model = resolve_model_reference(config.model)

@@ -1,9 +1,8 @@
 """Where every job's MLflow runs go, and whether that store answers.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` when it is set (a server such as ``http://mlflow:5000``), else
-a SQLite store in the working directory, ``sqlite:///<cwd>/mlruns.db``, with artifacts under
-``<cwd>/mlruns/``. So every job runs with zero infrastructure, and the same command runs unchanged
-against a remote server once the variable is exported.
+one SQLite store per user (``pipelines.tracking.store``). So every job runs with zero infrastructure,
+from any folder, and the same command runs unchanged against a remote server once the variable is exported.
 
 A job checks the server before doing any work (``check_tracking_server``): an unreachable server is a
 one-line ``TrackingUnavailableError`` within seconds, not MLflow's minutes of retries, and never a
@@ -27,6 +26,7 @@ import math
 import os
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 
 import mlflow
@@ -34,23 +34,14 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.errors import TrackingUnavailableError
 from pipelines.tracking.redaction import redact
+from pipelines.tracking.store import artifact_root, resolve_tracking_uri, sqlite_path
 
 DEFAULT_EXPERIMENT = "fcn-pipeline"
-LOCAL_STORE_NAME = "mlruns.db"
 
 # A job's first use of a local SQLite store makes MLflow log "Creating initial MLflow database
 # tables..." and "Updating database tables" to stderr: noise around a job's one-line errors and
 # progress. Warnings and errors from the store still show.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
-
-def resolve_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<absolute cwd>/mlruns.db``.
-
-    MLflow's own default (``mlflow.db``) is not used: one name, ignored by git, for every job.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return uri or f"sqlite:///{os.path.abspath(LOCAL_STORE_NAME)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +114,25 @@ def mlflow_client(tracking_uri: str | None = None) -> mlflow.MlflowClient:
     return _cached_client(tracking_uri or resolve_tracking_uri())
 
 
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if needed; a SQLite store's artifacts go beside its database.
+
+    Two jobs may create the same experiment at once: the one that loses reads the winner's.
+    """
+    client = mlflow_client(tracking_uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    root = artifact_root(tracking_uri)
+    try:
+        return client.create_experiment(name, artifact_location=None if root is None else
+                                        f"{root}/{urllib.parse.quote(name, safe='')}")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_client(tracking_uri: str) -> mlflow.MlflowClient:
     _initialize_local_store(tracking_uri)
@@ -142,10 +152,8 @@ def _initialize_local_store(tracking_uri: str) -> None:
     ``<database>.lock``; the stores MLflow caches per process then find the schema complete and
     migrate nothing. Other URIs (servers) need nothing.
     """
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    database = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if database in ("", ":memory:"):
+    database = sqlite_path(tracking_uri)
+    if database is None:
         return
     # Importing MLflow's SQL stores takes seconds: done before the lock, so that jobs do it in parallel.
     import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401

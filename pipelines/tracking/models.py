@@ -39,8 +39,9 @@ from mlflow.types import Schema, TensorSpec
 from fcn_core.checkpoint import load_checkpoint
 from pipelines.errors import ModelReferenceError
 from pipelines.io import storage
-from pipelines.tracking.client import mlflow_client, resolve_tracking_uri
+from pipelines.tracking.client import mlflow_client
 from pipelines.tracking.redaction import plain_config, redact
+from pipelines.tracking.store import CHOOSE_A_STORE, describe_store, missing_store_reason, resolve_tracking_uri
 
 CHECKPOINT_FILE_NAME = "checkpoint.pt"
 CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
@@ -49,6 +50,9 @@ CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
 EXAMPLE_SHAPE = (2, 3, 64, 64)
 # What the registry answers for a name, version or alias that does not exist (MLflow uses both).
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# The alias the nightly job and the labelling loop label with; compare_models.py --promote moves it.
+CHAMPION_ALIAS = "champion"
+FIRST_CHAMPION_REASON = "first version of this registered model: a name starts with a champion"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,8 @@ def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
     """Log the checkpoint at ``checkpoint_path`` (path or URI) as a model of the active run.
 
     Optionally registers it as a new version of ``registered_model_name`` and points ``alias`` at
-    that version. Call it inside ``with start_run(...)``: the active run is where it goes.
+    that version; a name's first version also becomes its ``@champion`` (`claim_first_champion`).
+    Call it inside ``with start_run(...)``: the active run is where it goes.
     """
     if alias and not registered_model_name:
         raise ValueError("an alias needs registered_model_name")
@@ -106,6 +111,8 @@ def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     if alias:
         set_model_alias(registered_model_name, alias, version, tracking_uri=mlflow.get_tracking_uri())
+    if version is not None:
+        claim_first_champion(registered_model_name, version, tracking_uri=mlflow.get_tracking_uri())
     model_uri = (f"models:/{registered_model_name}/{version}" if version
                  else f"runs:/{active.info.run_id}/{artifact_path}")
     return LoggedModel(model_uri=model_uri, run_id=active.info.run_id, name=registered_model_name,
@@ -142,6 +149,20 @@ def set_model_version_tags(name: str, version: str, tags: Mapping[str, Any], *,
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
+def claim_first_champion(name: str, version: str, *, tracking_uri: str | None = None) -> bool:
+    """Make ``version`` the ``@champion`` of ``name`` if the name has none; True if it did.
+
+    So that right after a name's first training the nightly job, which labels with ``@champion``,
+    works; later versions must earn the alias (``compare_models.py --promote``). The version is
+    tagged with the reason, which the registry page shows beside it.
+    """
+    if get_model_version_by_alias(name, CHAMPION_ALIAS, tracking_uri=tracking_uri) is not None:
+        return False
+    set_model_alias(name, CHAMPION_ALIAS, version, tracking_uri=tracking_uri)
+    set_model_version_tags(name, version, {"champion_reason": FIRST_CHAMPION_REASON}, tracking_uri=tracking_uri)
+    return True
+
+
 def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> str | None:
     """The version ``models:/name@alias`` points at, or None if the model or the alias does not exist."""
     try:
@@ -152,12 +173,33 @@ def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | Non
         raise
 
 
+def check_reference_store(reference: str, tracking_uri: str | None = None) -> None:
+    """Raise ``ModelReferenceError`` if ``reference`` reads a registry or run from a SQLite store that does not exist.
+
+    Jobs call it before anything opens the store (opening one creates it): a job started in the wrong
+    folder or without ``MLFLOW_TRACKING_URI`` says which store it looked in, and leaves no empty store behind.
+    """
+    if not reference.startswith(("models:/", "runs:/")):
+        return
+    reason = missing_store_reason(tracking_uri or resolve_tracking_uri())
+    if reason:
+        raise ModelReferenceError(f"{reference}: {redact(reason)}")
+
+
+def _how_to_set_alias(name: str, alias: str) -> str:
+    return (f"point it at a version with: python jobs/compare_models.py --models models:/{name}/VERSION "
+            f"--data LABELLED_SET --promote" if alias == CHAMPION_ALIAS else
+            f"point it at a version with MlflowClient().set_registered_model_alias('{name}', '{alias}', VERSION)")
+
+
 def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
+    check_reference_store(reference, tracking_uri)
     client = mlflow_client(tracking_uri)
     body = reference[len("models:/"):]
     name, at, alias = body.partition("@")
     if at and name and alias and "/" not in alias:
-        lookup, what = (lambda: client.get_model_version_by_alias(name, alias)), f"no alias '{alias}'"
+        lookup, what = ((lambda: client.get_model_version_by_alias(name, alias)),
+                        f"no alias '{alias}'; {_how_to_set_alias(name, alias)}")
     else:
         name, slash, version = body.partition("/")
         if not (slash and name and version.isdigit()):
@@ -169,7 +211,9 @@ def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: 
         if error.error_code not in _NOT_FOUND:
             raise
         if not _registered_model_exists(client, name):
-            raise ModelReferenceError(f"{reference}: no registered model named '{name}'") from None
+            raise ModelReferenceError(f"{reference}: no registered model named '{name}' in "
+                                      f"{describe_store(redact(tracking_uri))}; register one with train_fcn.py "
+                                      f"--register-as {name}, or {CHOOSE_A_STORE}") from None
         raise ModelReferenceError(f"{reference}: registered model '{name}' has {what}") from None
     download_uri = client.get_model_version_download_uri(name, model_version.version)
     path = _download(f"{download_uri}/{CHECKPOINT_IN_MODEL}", download_dir, tracking_uri, reference)
@@ -192,12 +236,14 @@ def _resolve_run(reference: str, download_dir: str | None, tracking_uri: str) ->
     path = path.strip("/")
     if not (run_id and path):
         raise ModelReferenceError(f"{reference}: expected runs:/RUN_ID/PATH")
+    check_reference_store(reference, tracking_uri)
     try:
         mlflow_client(tracking_uri).get_run(run_id)
     except MlflowException as error:
         if error.error_code not in _NOT_FOUND:
             raise
-        raise ModelReferenceError(f"{reference}: no run with id '{run_id}'") from None
+        raise ModelReferenceError(f"{reference}: no run with id '{run_id}' in "
+                                  f"{describe_store(redact(tracking_uri))}") from None
     listing = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
     is_model = any(posixpath.basename(entry.path) == "MLmodel" for entry in listing)
     artifact = f"{path}/{CHECKPOINT_IN_MODEL}" if is_model else path

@@ -15,8 +15,9 @@ import mlflow
 from mlflow.entities import Metric, RunTag
 
 from pipelines.io.lineage import DataInput
-from pipelines.tracking.client import TrackingSettings, check_tracking_server, mlflow_client
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, experiment_id, mlflow_client
 from pipelines.tracking.redaction import flatten_params, plain_config, redact, redact_mapping
+from pipelines.tracking.store import stray_store_notice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +111,11 @@ def start_run(settings: TrackingSettings, run_name: str, params: Any, tags: Mapp
         yield DisabledRun()
         return
     check_tracking_server(settings.tracking_uri)
+    notice = stray_store_notice(settings.tracking_uri)
+    if notice:
+        print(redact(notice), file=sys.stderr)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(settings.experiment)
+    mlflow.set_experiment(experiment_id=experiment_id(settings.tracking_uri, settings.experiment))
     safe_tags = {key: str(value) for key, value in redact_mapping(tags or {}).items()}
     # MLflow prints "View run ... at: <tracking URI>" when a run ends: a URI may carry a password.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from jobs import nightly_label
-from pipelines.tracking.client import resolve_tracking_uri
+from pipelines.tracking.store import resolve_tracking_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,9 +15,10 @@ import torch
 from fcn_core.checkpoint import load_checkpoint
 from infra.local.services import free_port
 from pipelines.errors import ModelReferenceError, TrackingUnavailableError
-from pipelines.tracking.client import TrackingSettings, check_tracking_server, mlflow_client, resolve_tracking_uri
+from pipelines.tracking.client import TrackingSettings, check_tracking_server, mlflow_client
 from pipelines.tracking.models import (
     CHECKPOINT_IN_MODEL,
+    FIRST_CHAMPION_REASON,
     get_model_version_by_alias,
     log_checkpoint_model,
     resolve_model_reference,
@@ -25,6 +26,7 @@ from pipelines.tracking.models import (
 )
 from pipelines.tracking.redaction import MASK, MAX_PARAM_VALUE_LENGTH, flatten_params, is_secret_name, redact
 from pipelines.tracking.runs import DisabledRun, start_run
+from pipelines.tracking.store import resolve_tracking_uri
 
 SECRET = "s3cr3t-Value-that-must-never-be-logged"
 
@@ -34,10 +36,13 @@ pytestmark = pytest.mark.usefixtures("fresh_mlflow_globals")
 
 @pytest.fixture
 def local_store(tmp_path, monkeypatch):
-    """No MLFLOW_TRACKING_URI, working directory in tmp: the zero-infrastructure default."""
+    """No MLFLOW_TRACKING_URI: the zero-infrastructure default, the per-user store (under a temporary
+    XDG_DATA_HOME), whatever the working directory. Returns the folder the store goes in."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "data-home" / "fcn-pipeline"
 
 
 @pytest.fixture(params=["local", pytest.param("server", marks=pytest.mark.integration)])
@@ -46,6 +51,7 @@ def backend(request, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     if request.param == "local":
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
     else:
         server = request.getfixturevalue("mlflow_server")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.tracking_uri)
@@ -55,9 +61,13 @@ def backend(request, monkeypatch, tmp_path):
 # --- settings, redaction, parameters -------------------------------------------------------------
 
 
-def test_tracking_uri_defaults_to_sqlite_in_cwd_and_follows_the_environment(local_store, monkeypatch):
+def test_tracking_uri_defaults_to_the_per_user_store_and_follows_the_environment(local_store, monkeypatch, tmp_path):
     assert resolve_tracking_uri() == f"sqlite:///{local_store / 'mlruns.db'}"
+    monkeypatch.chdir(tmp_path)  # the working directory does not change the store
     assert TrackingSettings().tracking_uri == f"sqlite:///{local_store / 'mlruns.db'}"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path}/home/.local/share/fcn-pipeline/mlruns.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert TrackingSettings(experiment="x").tracking_uri == "http://mlflow.example:5000"
 
@@ -150,6 +160,7 @@ def test_a_local_store_is_created_only_under_the_lock_beside_it(local_store):
 
     uri, outcome = resolve_tracking_uri(), []
     checker = threading.Thread(target=lambda: outcome.append(check_tracking_server(uri)))
+    local_store.mkdir(parents=True)
     with open(local_store / "mlruns.db.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         checker.start()
@@ -266,12 +277,35 @@ def test_aliases_move_and_missing_ones_read_as_none(local_store, tiny_checkpoint
     with start_run(TrackingSettings(), "train", params={}):
         logged = log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
         log_checkpoint_model(tiny_checkpoint, artifact_path="model2", registered_model_name="fcn")
-    assert get_model_version_by_alias("fcn", "champion") is None
+    assert get_model_version_by_alias("fcn", "candidate") is None
     assert get_model_version_by_alias("no-such-model", "champion") is None
-    set_model_alias("fcn", "champion", logged.version)
-    assert get_model_version_by_alias("fcn", "champion") == "1"
-    set_model_alias("fcn", "champion", "2")
-    assert get_model_version_by_alias("fcn", "champion") == "2"
+    set_model_alias("fcn", "candidate", logged.version)
+    assert get_model_version_by_alias("fcn", "candidate") == "1"
+    set_model_alias("fcn", "candidate", "2")
+    assert get_model_version_by_alias("fcn", "candidate") == "2"
+
+
+@pytest.mark.slow
+def test_a_names_first_version_becomes_its_champion_and_later_ones_do_not(local_store, tiny_checkpoint):
+    with start_run(TrackingSettings(), "train", params={}):
+        first = log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn", alias="candidate")
+        second = log_checkpoint_model(tiny_checkpoint, artifact_path="model2", registered_model_name="fcn",
+                                      alias="candidate")
+    assert get_model_version_by_alias("fcn", "champion") == first.version == "1"
+    assert get_model_version_by_alias("fcn", "candidate") == second.version == "2"
+    tags = mlflow_client().get_model_version("fcn", "1").tags
+    assert tags["champion_reason"] == FIRST_CHAMPION_REASON
+    assert "champion_reason" not in mlflow_client().get_model_version("fcn", "2").tags
+
+
+def test_registry_references_into_a_missing_store_name_it_and_create_nothing(local_store):
+    for reference in ("models:/fcn@champion", "runs:/0123456789abcdef/model"):
+        with pytest.raises(ModelReferenceError) as caught:
+            resolve_model_reference(reference)
+        message = str(caught.value)
+        assert message.startswith(f"{reference}: the MLflow store sqlite:///{local_store / 'mlruns.db'} (the default")
+        assert "does not exist" in message and "MLFLOW_TRACKING_URI" in message and "\n" not in message
+    assert not local_store.exists()
 
 
 @pytest.mark.slow
@@ -282,8 +316,12 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
     with start_run(TrackingSettings(), "train", params={}) as run:
         log_checkpoint_model(tiny_checkpoint, registered_model_name="fcn")
         run.log_artifact(str(folder), "folder")
-    bad = {"models:/fcn@nope": "no alias 'nope'", "models:/fcn/9": "no version 9",
-           "models:/missing@champion": "no registered model named 'missing'",
+    mlflow_client().create_registered_model("empty")  # a name registered by other tools: no versions, no champion
+    bad = {"models:/empty@champion": "no alias 'champion'; point it at a version with: python "
+                                     "jobs/compare_models.py --models models:/empty/VERSION","models:/fcn@nope": "no alias 'nope'; point it at a version with",
+           "models:/fcn/9": "no version 9",
+           "models:/missing@champion": "no registered model named 'missing' in the MLflow store .* "
+                                       "register one with train_fcn.py --register-as missing",
            "models:/fcn": "expected models:/NAME@ALIAS", "runs:/0123456789abcdef/model": "no run with id",
            f"runs:/{run.run_id}/nothing-here": "no checkpoint there",
            f"runs:/{run.run_id}": "expected runs:/RUN_ID/PATH",
@@ -312,3 +350,16 @@ def test_checkpoint_on_s3_resolves_to_a_local_copy(s3_server, tiny_checkpoint, t
     assert _same_weights(path, tiny_checkpoint)
     with pytest.raises(ModelReferenceError, match="no checkpoint file"):
         resolve_model_reference("s3://tracking-models/runs/7/missing.pt")
+
+
+def test_a_store_left_in_the_working_directory_is_pointed_at(local_store, capsys):
+    """Before 2026-12 the default store was ./mlruns.db: a team that has one is told how to keep using it."""
+    Path("mlruns.db").write_bytes(b"")
+    here = Path("mlruns.db").absolute()
+    with pytest.raises(ModelReferenceError, match=f"export MLFLOW_TRACKING_URI=sqlite:///{here}$"):
+        resolve_model_reference("models:/fcn@champion")
+    with start_run(TrackingSettings(), "job", params={}):
+        pass
+    assert capsys.readouterr().err.strip() == (f"note: {here} is not used: jobs use sqlite:///{local_store}/mlruns.db; "
+                                               f"to keep using the store in this folder, export "
+                                               f"MLFLOW_TRACKING_URI=sqlite:///{here}")
