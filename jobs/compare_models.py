@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.evaluation.compare import CompareConfig, compare_models
-
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        from pipelines.evaluation.compare import CompareConfig, compare_models
+
         config = CompareConfig(models=tuple(args.models), evaluation=config_from_args(EvaluationConfig, args),
                                promote=args.promote, allow_different_data=args.allow_different_data)
         connect_ray()

@@ -35,12 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.evaluation.evaluate import evaluate_reference
-    from pipelines.evaluation.report import comparison_markdown
-
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        from pipelines.evaluation.evaluate import evaluate_reference
+        from pipelines.evaluation.report import comparison_markdown
+
         config = config_from_args(EvaluationConfig, args)
         connect_ray()
         evaluation = evaluate_reference(args.model, config)

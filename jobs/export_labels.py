@@ -39,12 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.labelling.formats import export_masks
-    from pipelines.labelling.review import read_review_list
-
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        from pipelines.labelling.formats import export_masks
+        from pipelines.labelling.review import read_review_list
+
         if args.review_only and not args.date:
             raise ConfigError("--review-only exports one night's review list: pass its --date")
         partition = f"date={args.date}" if args.date else None

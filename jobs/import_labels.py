@@ -43,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.labelling.labelled_set import import_corrections
-
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        from pipelines.labelling.labelled_set import import_corrections
+
         partition = f"date={args.date}" if args.date else None
         result = import_corrections(args.output, args.source, args.to, format=args.format, partition=partition)
         print(f"imported {result.imported} corrected masks from {args.source} ({args.format}); "

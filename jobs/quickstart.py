@@ -1,7 +1,8 @@
 """The whole pipeline on this machine, with no cluster, no S3 and no server: the README's first command.
 
 1. generates the synthetic labelled corpus (PASCAL VOC layout) under ``demo/corpus``;
-2. trains a small FCN-8s on it with Ray Train and registers it in MLflow (``./mlruns.db``);
+2. trains a small FCN-8s on it with Ray Train and registers it in MLflow (the per-user default store, or
+   ``MLFLOW_TRACKING_URI``); its first version is also ``@champion``, what the nightly job labels with;
 3. segments the corpus' images with that registered model (``models:/quickstart-fcn8s@candidate``);
 4. prints where the masks, the Parquet statistics and the MLflow UI are.
 
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from jobs import generate_corpus, segment_bucket, train_fcn
+from pipelines.tracking.redaction import redact
 from pipelines.tracking.store import resolve_tracking_uri
 
 MODEL_NAME = "quickstart-fcn8s"
@@ -61,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmasks (open them in any image viewer): {output / 'masks'}")
     print(f"per-image statistics (Parquet):        {output / 'stats'}")
     print(f"run summary:                           {output / 'summary.json'}")
-    tracking_uri = resolve_tracking_uri()
+    tracking_uri = redact(resolve_tracking_uri())
     print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri}" if tracking_uri.startswith("sqlite:")
           else f"MLflow UI:  {tracking_uri}")
+    print(f"\nnext, label new images every night with the champion (schedules: docs/operations.md):\n"
+          f"   MLFLOW_TRACKING_URI={tracking_uri} python jobs/nightly_label.py --input {corpus / 'JPEGImages'} "
+          f"--output {workdir / 'nightly'} --model-name {MODEL_NAME}")
     return 0
 
 

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model: {outcome.model_uri}")
         if outcome.alias_uri:
             print(f"registered: {outcome.alias_uri}  (use it as segment_bucket.py --model {outcome.alias_uri})")
+        if outcome.champion_uri:
+            print(f"champion: {outcome.champion_uri} is this version, the name's first (what nightly_label.py "
+                  "labels with; compare_models.py --promote moves it to a better version)")
 
     def hint() -> str:
         from pipelines.training.run import resume_hint

@@ -92,6 +92,22 @@ def test_root_and_subsystem_packages_import_nothing_heavy():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("job", sorted(path.name for path in (ROOT / "jobs").glob("[a-z]*.py")))
+def test_a_jobs_help_imports_no_heavy_library(job):
+    """``--help`` answers in well under a second (benchmarks/fast_answers.py times it): torch, Ray and MLflow
+    cost a second or more each, so a job imports them only once its flags are read."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['{job}', '--help']\n"
+            "try:\n"
+            f"    runpy.run_path('jobs/{job}', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                            timeout=60)
+    assert "usage:" in result.stdout and result.stderr.strip() == "[]"
+
+
 def _public_names(module: str) -> set[str] | None:
     """The ``__all__`` a module or package declares, read from its source; None where it declares none."""
     base = ROOT / module.replace(".", "/")

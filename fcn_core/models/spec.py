@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from fcn_core.model_names import ALIGNMENTS
 from fcn_core.models.registry import backbone_entry, list_backbones
-
-ALIGNMENTS = ("reference", "compact")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 from pipelines.errors import ConfigError
 from pipelines.io.decode import DEFAULT_MAX_PIXELS
-from pipelines.io.labelled import LAYOUTS
+from pipelines.io.layouts import LAYOUTS
 from pipelines.runtime.cli_options import check_choices, option
 
 DEFAULT_EXPERIMENT = "evaluation"

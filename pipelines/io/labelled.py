@@ -28,12 +28,12 @@ from pipelines.errors import ImageDecodeError, LabelError
 from pipelines.io import storage
 from pipelines.io.corpus import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS, attach_bytes
 from pipelines.io.decode import DEFAULT_MAX_PIXELS, decode_image
+from pipelines.io.layouts import LAYOUTS
 from pipelines.io.lineage import DataInput, SetDigest
 from pipelines.io.listing import CorpusFilter, is_manifest, iter_objects
 from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy
 from pipelines.io.stores import ObjectInfo
 
-LAYOUTS = ("auto", "voc", "paired", "manifest")
 _MASK_FILTER = CorpusFilter(extensions=("png",))
 MASK_SHA256 = "mask_sha256"  # a manifest column: the mask file's content hash, so the digest sees a corrected mask
 

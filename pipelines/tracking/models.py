@@ -63,6 +63,7 @@ class LoggedModel:
     run_id: str
     name: str | None
     version: str | None
+    first_champion: bool = False  # this version became the name's @champion, the name having none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +112,12 @@ def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     if alias:
         set_model_alias(registered_model_name, alias, version, tracking_uri=mlflow.get_tracking_uri())
-    if version is not None:
-        claim_first_champion(registered_model_name, version, tracking_uri=mlflow.get_tracking_uri())
+    first_champion = version is not None and claim_first_champion(registered_model_name, version,
+                                                                  tracking_uri=mlflow.get_tracking_uri())
     model_uri = (f"models:/{registered_model_name}/{version}" if version
                  else f"runs:/{active.info.run_id}/{artifact_path}")
     return LoggedModel(model_uri=model_uri, run_id=active.info.run_id, name=registered_model_name,
-                       version=version)
+                       version=version, first_champion=first_champion)
 
 
 def resolve_model_reference(reference: str, *, download_dir: str | None = None,

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fcn_core.model_names import ALIGNMENTS, backbone_names, scales_width, variant_names
 from pipelines.errors import ConfigError
+from pipelines.io.layouts import LAYOUTS
 from pipelines.runtime.cli_options import check_choices, choices_of, option
 from pipelines.training.resources import DATA_CPUS
 
@@ -28,39 +30,6 @@ PAPER_RECIPE = (
 )
 
 
-# The model registry and the corpus layouts are read when a value is checked or --help is printed, not on
-# import: fcn_core imports torch and pipelines.io.labelled Ray (seconds each), which building the parser and
-# reading a config off a checkpoint's metadata should not wait for.
-def _layouts() -> tuple[str, ...]:
-    from pipelines.io.labelled import LAYOUTS
-
-    return LAYOUTS
-
-
-def _variants() -> list[str]:
-    from fcn_core.models import list_models
-
-    return list_models()
-
-
-def _backbones() -> list[str]:
-    from fcn_core.models import list_backbones
-
-    return list_backbones()
-
-
-def _alignments() -> tuple[str, ...]:
-    from fcn_core.models.spec import ALIGNMENTS
-
-    return ALIGNMENTS
-
-
-def _scales_width(backbone: str) -> bool:
-    from fcn_core.models.registry import backbone_entry
-
-    return backbone_entry(backbone).scales_width
-
-
 def _class_names(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
@@ -70,7 +39,7 @@ class TrainConfig:
     """Everything that decides what a training run does; every `option` field is a `jobs/train_fcn.py` flag."""
 
     data: str = option(group="data", help="labelled corpus: local folder or URI such as s3://bucket/voc/")
-    layout: str = option("auto", group="data", choices=_layouts,
+    layout: str = option("auto", group="data", choices=LAYOUTS,
                          help="voc (ImageSets/JPEGImages/SegmentationClass), paired (images/, masks/) or a "
                               ".parquet manifest; auto tells them apart")
     train_split: str = option("train", group="data", help="split to train on")
@@ -85,14 +54,14 @@ class TrainConfig:
                                                  help="comma-separated class names, in index order (unset: from "
                                                       "DATA/labelmap.txt)")
 
-    variant: str = option("fcn8s", group="model", choices=_variants, help="FCN variant")
-    backbone: str = option("vgg16", group="model", choices=_backbones, help="feature extractor")
+    variant: str = option("fcn8s", group="model", choices=variant_names, help="FCN variant")
+    backbone: str = option("vgg16", group="model", choices=backbone_names, help="feature extractor")
     backbone_weights: str = option(NO_WEIGHTS, group="model",
                                    help="'imagenet' (downloads torchvision's weights), a local state-dict file, "
                                         "or 'none'")
     width_multiplier: float = option(0.125, group="model",
                                      help="VGG16 channel scale: 1 is the paper's network, 1/16 trains in seconds")
-    alignment: str = option("compact", group="model", choices=_alignments,
+    alignment: str = option("compact", group="model", choices=ALIGNMENTS,
                             help="'reference' pads by 100 and crops as the paper; 'compact' aligns without the pad")
     dropout: float = option(0.5, group="model", help="dropout after fc6 and fc7")
     init_from: str | None = option(None, group="model",
@@ -176,8 +145,8 @@ class TrainConfig:
             raise ConfigError("--momentum must be in [0, 1) and --weight-decay at least 0")
         if self.max_failures < -1:
             raise ConfigError("--max-failures must be -1 (retry forever), 0 or more")
-        if not _scales_width(self.backbone) and self.width_multiplier != 1.0:
-            scalable = [backbone for backbone in choices_of(TrainConfig, "backbone") if _scales_width(backbone)]
+        if not scales_width(self.backbone) and self.width_multiplier != 1.0:
+            scalable = [backbone for backbone in choices_of(TrainConfig, "backbone") if scales_width(backbone)]
             raise ConfigError(f"--width-multiplier applies to {', '.join(scalable)} only; leave it at 1 for "
                               f"{self.backbone}")
         names = self.class_names
@@ -193,7 +162,7 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """Keyword arguments of `fcn_core.models.build_model` besides name and class count."""
         options: dict[str, Any] = {"backbone": self.backbone, "alignment": self.alignment, "dropout": self.dropout}
-        if _scales_width(self.backbone):
+        if scales_width(self.backbone):
             options["width_multiplier"] = self.width_multiplier
         return options
 

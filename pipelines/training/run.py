@@ -26,7 +26,12 @@ from pipelines.errors import ConfigError
 from pipelines.io import storage
 from pipelines.runtime.job_runner import connect_ray
 from pipelines.tracking.client import TrackingSettings
-from pipelines.tracking.models import log_checkpoint_model, resolve_model_reference, set_model_version_tags
+from pipelines.tracking.models import (
+    CHAMPION_ALIAS,
+    log_checkpoint_model,
+    resolve_model_reference,
+    set_model_version_tags,
+)
 from pipelines.tracking.plots import confusion_matrix_png, per_class_iu_png
 from pipelines.tracking.runs import TrackedRun, start_run
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
@@ -53,6 +58,7 @@ class TrainingOutcome:
     mlflow_run_id: str | None
     model_uri: str | None  # models:/NAME/VERSION (registered) or runs:/ID/model
     alias_uri: str | None  # models:/NAME@candidate when --register-as was given
+    champion_uri: str | None = None  # models:/NAME@champion when this version became the name's first champion
 
 
 def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainingOutcome:
@@ -91,7 +97,7 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
         result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
         log(f"best checkpoint {result.best_checkpoint}: "
             f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
-        model_uri = alias_uri = None
+        model_uri = alias_uri = champion_uri = None
         if run.enabled:
             _log_report(run, result, class_names, val, config.variant)
             logged = log_checkpoint_model(
@@ -100,13 +106,14 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
             model_uri = logged.model_uri
             if config.register_as:
                 alias_uri = f"models:/{config.register_as}@{CANDIDATE_ALIAS}"
+                champion_uri = f"models:/{config.register_as}@{CHAMPION_ALIAS}" if logged.first_champion else None
                 set_model_version_tags(config.register_as, logged.version, {
                     TRAINING_DATA_DIGEST_TAG: data.train_digest,
                     "training_data": " + ".join(item.source for item in data.inputs if item.context == "training"),
                     "val_mean_iu": f"{result.best_metrics.get('val/mean_iu', float('nan')):.4f}"})
     return TrainingOutcome(run_uri=run_uri, best_checkpoint=result.best_checkpoint,
                            best_metrics=result.best_metrics, mlflow_run_id=run.run_id, model_uri=model_uri,
-                           alias_uri=alias_uri)
+                           alias_uri=alias_uri, champion_uri=champion_uri)
 
 
 def _check_resume(config: TrainConfig, run_uri: str) -> str | None:

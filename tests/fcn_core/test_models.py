@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from fcn_core.model_names import ALIGNMENTS, backbone_names, scales_width, variant_names
 from fcn_core.models import FCN, ModelSpec, build_model, initialize_from, list_backbones, list_models
-from fcn_core.models.spec import ALIGNMENTS
 from fcn_core.normalization import IMAGENET_NORMALIZATION
 
 TINY = 1 / 32
@@ -221,3 +221,14 @@ print("torch._dynamo" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines() == ["[]", "False"]
+
+
+def test_the_names_read_from_the_model_modules_source_are_the_registered_ones():
+    """`fcn_core.model_names` answers --help without importing torch; it must agree with the registry."""
+    from fcn_core.models.registry import backbone_entry
+
+    assert variant_names() == list_models()
+    assert backbone_names() == list_backbones()
+    assert {name: scales_width(name) for name in list_backbones()} == {
+        name: backbone_entry(name).scales_width for name in list_backbones()}
+    assert scales_width("vgg16") and not scales_width("mobilenet_v3_large") and not scales_width("unknown")

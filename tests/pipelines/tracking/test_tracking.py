@@ -318,7 +318,8 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
         run.log_artifact(str(folder), "folder")
     mlflow_client().create_registered_model("empty")  # a name registered by other tools: no versions, no champion
     bad = {"models:/empty@champion": "no alias 'champion'; point it at a version with: python "
-                                     "jobs/compare_models.py --models models:/empty/VERSION","models:/fcn@nope": "no alias 'nope'; point it at a version with",
+                                     "jobs/compare_models.py --models models:/empty/VERSION",
+           "models:/fcn@nope": "no alias 'nope'; point it at a version with",
            "models:/fcn/9": "no version 9",
            "models:/missing@champion": "no registered model named 'missing' in the MLflow store .* "
                                        "register one with train_fcn.py --register-as missing",
