@@ -24,7 +24,7 @@ import sys
 from pipelines.errors import ConfigError
 from pipelines.labelling.review_rule import ReviewRule
 from pipelines.runtime.cli_options import add_options, config_from_args
-from pipelines.runtime.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import run_cli
 from pipelines.segmentation.config import SegmentConfig
 
 # SegmentConfig's flags this job sets itself: the model comes from --model-name or --model, every night is
@@ -67,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from pipelines.labelling.review import log_review_page, write_review_list
-        from pipelines.segmentation.run import check_inputs, run_segmentation
+        from pipelines.segmentation.checks import check_inputs
 
         config, date = nightly_config_from_args(args)
-        checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
-        connect_ray()
+        checked = check_inputs(config)  # a wrong input, model or output fails here, in a second or two
+
+        from pipelines.labelling.review import log_review_page, write_review_list
+        from pipelines.segmentation.run import run_segmentation  # starts Ray only if there is something new
+
         result = run_segmentation(config, checked)
         rule = ReviewRule(confidence_below=args.review_threshold, novelty_above=args.novelty_threshold)
         review = write_review_list(config.output, date, rule=rule)

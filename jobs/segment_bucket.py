@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from pipelines.runtime.cli_options import add_options, config_from_args
-from pipelines.runtime.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import run_cli
 from pipelines.segmentation.config import SegmentConfig
 
 
@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from pipelines.segmentation.run import check_inputs, run_segmentation
+        from pipelines.segmentation.checks import check_inputs
 
         config = config_from_args(SegmentConfig, args)
-        checked = check_inputs(config)  # a wrong input, model or output fails here, before Ray starts
-        connect_ray()
+        checked = check_inputs(config)  # a wrong input, model or output fails here, in a second or two
+
+        from pipelines.segmentation.run import run_segmentation  # starts Ray only if there is work
+
         result = run_segmentation(config, checked)
         summary = result.summary
         print(f"segmented {summary.processed_this_run} images this run "

@@ -6,8 +6,6 @@ its presence means the run completed and met ``--max-error-fraction``.
 """
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import socket
@@ -20,8 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from fcn_core.checkpoint import read_checkpoint_metadata
-from fcn_core.masks import LABELMAP_NAME, labelmap_text
+from fcn_core.masks import LABELMAP_NAME, labelmap_class_names, labelmap_text
 from pipelines.errors import ErrorFractionExceeded
 from pipelines.io import storage
 from pipelines.io.corpus import (
@@ -32,17 +29,17 @@ from pipelines.io.corpus import (
     list_corpus,
     list_on_driver,
     plan_from_listing,
-    plan_listing,
 )
 from pipelines.io.lineage import DataInput
-from pipelines.io.listing import CorpusFilter, ObjectInfo
+from pipelines.io.listing import ObjectInfo
 from pipelines.io.output_lock import OutputLock
+from pipelines.runtime.job_runner import connect_ray
 from pipelines.runtime.progress import Progress
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
+from pipelines.segmentation.checks import CheckedInputs, check_inputs, corpus_filter
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
-from pipelines.segmentation.stages import SegmentImages
 from pipelines.segmentation.summary import SegmentSummary
 from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
 from pipelines.stats.committer import CommitReport, StatsCommitter
@@ -50,11 +47,8 @@ from pipelines.stats.keys import MASKS_DIR, column_suffixes
 from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.stats.rows import Provenance
 from pipelines.stats.table import STATS_DIR, TOTALS_NAME, StatsTable, Totals
-from pipelines.tracking.client import TrackingSettings, check_tracking_server
-from pipelines.tracking.models import check_reference_store, resolve_model_reference
 from pipelines.tracking.redaction import redact
 from pipelines.tracking.runs import start_run
-from pipelines.tracking.store import resolve_tracking_uri
 
 SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
@@ -70,45 +64,11 @@ class SegmentResult:
     run_id: str | None
 
 
-@dataclass(frozen=True)
-class CheckedInputs:
-    """What `check_inputs` found: everything a run needs that can be had without Ray."""
-
-    settings: TrackingSettings
-    checkpoint: bytes
-    class_names: list[str]
-    model_version: str  # the registry version, or the checkpoint's content hash
-    plan: ListingPlan  # the input, validated and planned (its first images already found)
-
-
-def check_inputs(config: SegmentConfig) -> CheckedInputs:
-    """Check everything a user can get wrong, before Ray starts and before anything is created.
-
-    The tracking server answers, the model reference resolves to a checkpoint, the input exists
-    and holds at least one image passing the filters, and the output can be written. Each failure
-    is one line within a second or two; no output folder, lock or MLflow run is left behind.
-    """
-    settings = TrackingSettings(enabled=config.tracking, tracking_uri=resolve_tracking_uri(),
-                                experiment=config.experiment)
-    check_reference_store(config.model, settings.tracking_uri)
-    if settings.enabled:
-        check_tracking_server(settings.tracking_uri)
-    model = resolve_model_reference(config.model)
-    class_names = list(read_checkpoint_metadata(model.checkpoint_path).class_names)
-    with open(model.checkpoint_path, "rb") as handle:
-        checkpoint = handle.read()
-    plan = plan_listing(config.input, _corpus_filter(config))
-    storage.check_writable(config.output)
-    StatsTable.of(config.output).check_partitioning(None if config.overwrite else config.stats_partition)
-    # A checkpoint outside the registry is versioned by its content, so the ledger can still tell models apart.
-    model_version = model.version or "sha256:" + hashlib.sha256(checkpoint).hexdigest()[:12]
-    return CheckedInputs(settings=settings, checkpoint=checkpoint, class_names=class_names,
-                         model_version=model_version, plan=plan)
-
-
 def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
                    provenance: Provenance, listed, committer):
     """The streaming graph over ``listed`` (uri, key, size, etag): fetch -> decode -> segment -> write."""
+    from pipelines.segmentation.stages import SegmentImages  # torch: imported by runs that segment, only
+
     fetched = attach_bytes(listed)
     prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
                                                               "max_pixels": config.max_pixels},
@@ -141,8 +101,10 @@ def _keep_new_on_driver(listing: Sequence[ObjectInfo], skip: SkipSet, policy: Sk
     """The objects of a listing the driver holds that are not done, and how many of them have rows already."""
     listed = pa.table({"uri": [info.uri for info in listing], "etag": [info.etag for info in listing],
                        "index": range(len(listing))})
-    keep = drop_done if skip.rows <= DRIVER_LEDGER_ROWS else \
-        lambda *args, **kwargs: ray.get(ray.remote(num_cpus=1)(drop_done).remote(*args, **kwargs))
+    if skip.rows <= DRIVER_LEDGER_ROWS:
+        keep = drop_done
+    else:
+        keep = lambda *args, **kwargs: ray.get(ray.remote(num_cpus=1)(drop_done).remote(*args, **kwargs))  # noqa: E731
     kept = keep(listed, skip=skip, policy=policy, model_version=model_version)
     return [listing[index] for index in kept["index"].to_pylist()], int(pc.sum(kept["seen"]).as_py() or 0)
 
@@ -157,17 +119,21 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     only) stays in Ray's object store. Either way an unchanged rerun ends there, without starting
     a model, and a rerun with new images knows how many there are.
     """
-    flt = _corpus_filter(config)
+    flt = corpus_filter(config)
     if skip.rows == 0:
+        connect_ray()
         return NewImages(list_corpus(config.input, flt, plan=checked), None if checked.producers else
                          len(checked.head), 0)
     listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
     if listing is not None:
         kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
+        if kept:
+            connect_ray()
         listed = list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)) if kept else None
         return NewImages(listed, len(kept), relabelled)
+    connect_ray()
     new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK, regroup=False).map_batches(
-        drop_done, fn_kwargs={"skip": skip, "policy": policy, "model_version": model_version},
+        drop_done, fn_kwargs={"skip": skip.shared(), "policy": policy, "model_version": model_version},
         batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
     count = new.count()
     relabelled = int(new.sum("seen") or 0) if count and not policy.uri_only else 0
@@ -175,20 +141,6 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     # so the fetch stage does not start a task for each of them.
     listed = new.repartition(-(-count // DEFAULT_ROWS_PER_BLOCK)) if count else None
     return NewImages(listed, count, relabelled)
-
-
-def _corpus_filter(config: SegmentConfig) -> CorpusFilter:
-    """The user's filters, plus: never the job's own output, when it lies inside the input.
-
-    An output inside (or equal to) the input would otherwise feed on itself: the next run would
-    segment last night's masks. Keys under the output prefix are skipped (with the output equal to
-    the input, its ``masks/`` folder), so such a layout works and stays stable run after run.
-    """
-    exclude = tuple(config.exclude)
-    inside = storage.relative_key(config.output, config.input)
-    if inside is not None:
-        exclude += (glob.escape(f"{inside}/" if inside else f"{MASKS_DIR}/") + "*",)
-    return CorpusFilter(include=tuple(config.include), exclude=exclude, limit=config.limit)
 
 
 def _stream(dataset, progress: Progress, committer) -> float:
@@ -236,6 +188,7 @@ def _current_totals(table: StatsTable, base: Totals | None, this_run: CommitRepo
     """
     if base is not None and relabelled == 0:
         return base.plus(this_run.totals)
+    connect_ray()
     return ray.get(ray.remote(num_cpus=1)(StatsTable.scan_totals).remote(table, class_names))
 
 
@@ -247,6 +200,41 @@ def _adopt_part_files(table: StatsTable, log) -> None:
         table.compact()
 
 
+def _segment(config: SegmentConfig, checked: CheckedInputs, new: NewImages, provenance: Provenance, run,
+             log) -> tuple[float, float | None, CommitReport]:
+    """Stream ``new`` through the model on Ray: (seconds, model start-up seconds or None, this run's report)."""
+    storage.write_bytes_atomic(storage.join(config.output, LABELMAP_NAME),
+                               labelmap_text(checked.class_names).encode())
+    connect_ray()
+    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
+                            gpus_per_actor=config.gpus_per_actor)
+    resources = ray.cluster_resources()
+    run.log_params({"actors": plan.num_actors, "cpus_per_actor": plan.cpus_per_actor,
+                    "gpus_per_actor": plan.gpus_per_actor, "cluster_cpus": resources.get("CPU", 0),
+                    "cluster_gpus": resources.get("GPU", 0)})
+    count = "the new images" if new.count is None else f"{new.count} images"
+    log(f"segmenting {count} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
+        f"{plan.gpus_per_actor:g} GPU")
+    committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
+        config.output, checked.class_names, partition=config.stats_partition, run_id=run.run_id,
+        commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
+        sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
+    dataset = _build_dataset(config, plan, ray.put(checked.checkpoint), checked.class_names, provenance,
+                             new.listed, committer)
+    started_at = time.time()
+    seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
+    this_run = ray.get(committer.finish.remote())
+    ready_at = this_run.model_ready_at  # None when no model actor was ever ready
+    startup = None if ready_at is None else min(max(ready_at - started_at, 0.0), seconds)
+    return seconds, startup, this_run
+
+
+def _output_class_names(output_uri: str) -> list[str] | None:
+    """The class names the output's masks were written with (its ``labelmap.txt``), None if it has none."""
+    uri = storage.join(output_uri, LABELMAP_NAME)
+    return labelmap_class_names(storage.read_bytes(uri).decode("utf-8")) if storage.exists(uri) else None
+
+
 def _clear_outputs(output_uri: str) -> None:
     for name in (SUMMARY_NAME, TOTALS_NAME, STATS_DIR, MASKS_DIR):
         storage.remove(storage.join(output_uri, name), recursive=True)
@@ -255,15 +243,13 @@ def _clear_outputs(output_uri: str) -> None:
 def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None, *, log=print) -> SegmentResult:
     """Segment every image of ``config.input`` not yet done in ``config.output``.
 
-    ``checked``: what `check_inputs` returned, when the job ran it before starting Ray.
-    Raises ``ErrorFractionExceeded`` (after committing every row) when too many images failed.
+    ``checked``: what `check_inputs` returned, when the job ran it first. Ray is joined or started
+    (`connect_ray`) only once there is work for it: a rerun that finds nothing new, the nightly job's
+    usual hourly or daily case, lists, compares with the ledger on the driver, records its run and
+    ends in seconds. Raises ``ErrorFractionExceeded`` (after committing every row) when too many images failed.
     """
     checked = checked or check_inputs(config)
-    settings, class_names, model_version = checked.settings, checked.class_names, checked.model_version
-    checkpoint_ref = ray.put(checked.checkpoint)
-    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
-                            gpus_per_actor=config.gpus_per_actor)
-    resources = ray.cluster_resources()
+    settings, model_version = checked.settings, checked.model_version
     table = StatsTable.of(config.output)
     summary_uri = storage.join(config.output, SUMMARY_NAME)
     policy = SkipPolicy(match_etag=config.incremental, match_model_version=config.reprocess_on_model_change)
@@ -273,33 +259,25 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
         if config.overwrite:
             _clear_outputs(config.output)
         storage.remove(summary_uri)  # present again only once this run has completed
-        storage.write_bytes_atomic(storage.join(config.output, LABELMAP_NAME), labelmap_text(class_names).encode())
-        params = {**config.to_dict(), "model_version": model_version, "actors": plan.num_actors,
-                  "cpus_per_actor": plan.cpus_per_actor, "gpus_per_actor": plan.gpus_per_actor,
-                  "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
+        params = {**config.to_dict(), "model_version": model_version}
         with start_run(settings, run_name="segment_bucket", params=params) as run:
             provenance = Provenance(model=redact(config.model), model_version=model_version, run_id=run.run_id)
             _adopt_part_files(table, log)
             base = table.read_totals()
+            if table.num_rows() > DRIVER_LEDGER_ROWS:
+                connect_ray()  # the ledger is hashed by a Ray task
             skip = load_skip_set(table, policy)
-            log(f"{skip.rows} rows recorded in {table.uri}; segmenting the images not yet done"
-                f"{_done_criteria(policy)} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
-                f"{plan.gpus_per_actor:g} GPU")
+            log(f"{skip.rows} rows recorded in {table.uri}; looking for the images not yet done"
+                f"{_done_criteria(policy)}")
             new = _new_images(config, checked.plan, skip, policy, model_version)
             if new.count == 0:
                 log("every image is done already: nothing to segment")
+                class_names = _output_class_names(config.output) or checked.with_checkpoint().class_names
                 seconds, startup, this_run = 0.0, None, CommitReport()
             else:
-                committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
-                    config.output, class_names, partition=config.stats_partition, run_id=run.run_id,
-                    commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
-                    sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
-                dataset = _build_dataset(config, plan, checkpoint_ref, class_names, provenance, new.listed, committer)
-                started_at = time.time()
-                seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
-                this_run = ray.get(committer.finish.remote())
-                ready_at = this_run.model_ready_at  # None when no model actor was ever ready
-                startup = None if ready_at is None else min(max(ready_at - started_at, 0.0), seconds)
+                checked = checked.with_checkpoint()
+                class_names = checked.class_names
+                seconds, startup, this_run = _segment(config, checked, new, provenance, run, log)
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
             if this_run.version is not None or base is None:
                 table.write_totals(totals)
@@ -318,7 +296,7 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             labelled = this_run.labelled
             run.log_inputs([DataInput(name=f"images labelled from {config.input}", source=config.input,
                                       digest=labelled.hexdigest, rows=labelled.count, context="segmentation")])
-            if run.enabled and config.previews:
+            if run.enabled and config.previews and summary.processed_this_run:
                 # This run's own rows first; the table is read only when the run has too few of them.
                 rows = this_run.sample
                 if len(rows) < config.previews * ATTEMPTS_PER_PREVIEW:

@@ -5,8 +5,8 @@ as new) and the model version (so a new model re-labels everything, but only whe
 identities become a sorted array of 64-bit hashes (8 bytes per image: 80 MB at 10M images),
 computed by DuckDB over the table's files in a Ray task and left in Ray's object store, where every
 filtering task maps it without a copy. The driver holds a reference, never the array, once the
-table is larger than `DRIVER_LEDGER_ROWS`; below that it hashes the table itself, which saves a
-small rerun the start of a worker process.
+table is larger than `DRIVER_LEDGER_ROWS`; below that it hashes the table itself and keeps the
+arrays, so that a small rerun with nothing new needs no Ray at all.
 
 Both sides are hashed by the same DuckDB expression in the same run, so the hash only has to be
 stable within a run. Two different identities share a hash with odds of about n^2 / 2^65 (1 in
@@ -50,11 +50,24 @@ class SkipPolicy:
 
 @dataclass(frozen=True)
 class SkipSet:
-    """The done identities (and, where the policy looks past URIs, the URIs seen at all) as object references."""
+    """The done identities (and, where the policy looks past URIs, the URIs seen at all): arrays the driver
+    holds for a small table, object references for a large one."""
 
-    done: ray.ObjectRef  # sorted unique uint64 identity hashes
-    seen: ray.ObjectRef | None  # sorted unique uint64 hashes of the URIs alone; None when the policy is URI only
+    done: np.ndarray | ray.ObjectRef  # sorted unique uint64 identity hashes
+    seen: np.ndarray | ray.ObjectRef | None  # sorted unique uint64 hashes of the URIs alone; None: URI-only policy
     rows: int  # rows in the table when it was read
+
+    def shared(self) -> SkipSet:
+        """The same set with its arrays in Ray's object store, to hand to many tasks (each maps it, no copy)."""
+        return SkipSet(done=_shared(self.done), seen=None if self.seen is None else _shared(self.seen), rows=self.rows)
+
+
+def _shared(hashes: np.ndarray | ray.ObjectRef) -> ray.ObjectRef:
+    return ray.put(hashes) if isinstance(hashes, np.ndarray) else hashes
+
+
+def _local(hashes: np.ndarray | ray.ObjectRef) -> np.ndarray:
+    return ray.get(hashes) if isinstance(hashes, ray.ObjectRef) else hashes
 
 
 def hash_ledger(table: StatsTable, policy: SkipPolicy) -> tuple[np.ndarray, np.ndarray | None]:
@@ -85,11 +98,14 @@ def hash_ledger(table: StatsTable, policy: SkipPolicy) -> tuple[np.ndarray, np.n
 
 
 def load_skip_set(table: StatsTable, policy: SkipPolicy) -> SkipSet:
-    """The skip set of ``table``, hashed on the driver when small, else by a Ray task (the driver holds refs only)."""
+    """The skip set of ``table``, hashed on the driver when small, else by a Ray task (the driver holds refs only).
+
+    Only the large case needs Ray: the caller has connected to it by then (`SkipSet.shared` likewise).
+    """
     rows = table.num_rows()
     if rows <= DRIVER_LEDGER_ROWS:
         done, seen = hash_ledger(table, policy)
-        return SkipSet(done=ray.put(done), seen=None if seen is None else ray.put(seen), rows=rows)
+        return SkipSet(done=done, seen=seen, rows=rows)
     done_ref, seen_ref = ray.remote(num_cpus=1, num_returns=2)(hash_ledger).remote(table, policy)
     return SkipSet(done=done_ref, seen=None if policy.uri_only else seen_ref, rows=rows)
 
@@ -138,7 +154,7 @@ def drop_done(batch: pa.Table, *, skip: SkipSet, policy: SkipPolicy, model_versi
         hashed = connection.execute(f"SELECT {identity} AS h, hash(uri) AS u FROM listed").fetchnumpy()
     finally:
         connection.unregister("listed")
-    keep = ~_member(hashed["h"].astype(np.uint64), ray.get(skip.done))
-    seen = (_member(hashed["u"].astype(np.uint64), ray.get(skip.seen)) if skip.seen is not None
+    keep = ~_member(hashed["h"].astype(np.uint64), _local(skip.done))
+    seen = (_member(hashed["u"].astype(np.uint64), _local(skip.seen)) if skip.seen is not None
             else np.zeros(batch.num_rows, dtype=bool))
     return batch.filter(pa.array(keep)).append_column("seen", pa.array(seen[keep]))

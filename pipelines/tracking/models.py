@@ -31,12 +31,10 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from fcn_core.checkpoint import load_checkpoint
 from pipelines.errors import ModelReferenceError
 from pipelines.io import storage
 from pipelines.tracking.client import mlflow_client
@@ -85,6 +83,10 @@ def log_checkpoint_model(checkpoint_path: str, *, artifact_path: str = "model",
     that version; a name's first version also becomes its ``@champion`` (`claim_first_champion`).
     Call it inside ``with start_run(...)``: the active run is where it goes.
     """
+    import torch  # here, not above: resolving a reference (a nightly run with nothing new) needs no torch
+
+    from fcn_core.checkpoint import load_checkpoint
+
     if alias and not registered_model_name:
         raise ValueError("an alias needs registered_model_name")
     active = mlflow.active_run()
@@ -193,7 +195,20 @@ def _how_to_set_alias(name: str, alias: str) -> str:
             f"point it at a version with MlflowClient().set_registered_model_alias('{name}', '{alias}', VERSION)")
 
 
-def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
+def registered_version(reference: str, *, tracking_uri: str | None = None) -> ResolvedModel:
+    """The registry version a ``models:/`` reference names, looked up without downloading anything.
+
+    ``checkpoint_path`` is empty, and ``reference`` is pinned to ``models:/NAME/VERSION``: resolving
+    it later fetches the version looked up now, even if the alias has moved since.
+    """
+    uri = tracking_uri or resolve_tracking_uri()
+    name, model_version = _lookup_registered(reference, uri)
+    return ResolvedModel(checkpoint_path="", reference=f"models:/{name}/{model_version.version}", name=name,
+                         version=str(model_version.version), run_id=model_version.run_id)
+
+
+def _lookup_registered(reference: str, tracking_uri: str):
+    """(name, MLflow ModelVersion) of a ``models:/`` reference; ModelReferenceError saying what is missing."""
     check_reference_store(reference, tracking_uri)
     client = mlflow_client(tracking_uri)
     body = reference[len("models:/"):]
@@ -216,7 +231,12 @@ def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: 
                                       f"{describe_store(redact(tracking_uri))}; register one with train_fcn.py "
                                       f"--register-as {name}, or {CHOOSE_A_STORE}") from None
         raise ModelReferenceError(f"{reference}: registered model '{name}' has {what}") from None
-    download_uri = client.get_model_version_download_uri(name, model_version.version)
+    return name, model_version
+
+
+def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:
+    name, model_version = _lookup_registered(reference, tracking_uri)
+    download_uri = mlflow_client(tracking_uri).get_model_version_download_uri(name, model_version.version)
     path = _download(f"{download_uri}/{CHECKPOINT_IN_MODEL}", download_dir, tracking_uri, reference)
     return ResolvedModel(checkpoint_path=path, reference=reference, name=name,
                          version=str(model_version.version), run_id=model_version.run_id)

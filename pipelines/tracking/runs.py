@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 from pipelines.io.lineage import DataInput
 from pipelines.tracking.client import TrackingSettings, check_tracking_server, experiment_id, mlflow_client
@@ -32,6 +32,11 @@ class TrackedRun:
         now = int(time.time() * 1000)
         mlflow_client(self.tracking_uri).log_batch(self.run_id, metrics=[
             Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Parameters known only once the run is under way (a job's resource plan), redacted."""
+        mlflow_client(self.tracking_uri).log_batch(self.run_id, params=[
+            Param(key, value) for key, value in flatten_params(params).items()])
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
         """Log ``dictionary`` (redacted) as a JSON or YAML artifact, chosen by the file extension."""
@@ -74,6 +79,9 @@ class DisabledRun:
     enabled = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
         pass
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
