@@ -1,6 +1,6 @@
 """Compare several models on one labelled set in one Ray job; optionally promote the best to champion.
 
-Locally (a local Ray; MLflow from MLFLOW_TRACKING_URI or ./mlruns.db):
+Locally (a local Ray; MLflow from MLFLOW_TRACKING_URI or the per-user default store):
 
     python jobs/compare_models.py --models models:/fcn-synthetic/1 models:/fcn-synthetic@candidate \\
         --data data/synthetic --promote
@@ -17,7 +17,8 @@ parent in the MLflow UI, holds comparison.md, comparison.csv, per_class_iu.png a
 mean_iu_vs_images_per_second.png (--output writes them there too, each model's own files under
 evaluations/<reference>/). The Markdown table is printed. With --promote, all models must be
 versions of one registered model; models:/NAME@champion moves to the best by mean IU only if it
-beats the current champion on this same data (no champion yet: the best becomes champion).
+beats the current champion on this same data (no champion yet: the best becomes champion; a name's
+first registered version is its champion from the start).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import sys
 
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.runtime.cli_options import add_options, config_from_args
-from pipelines.runtime.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from pipelines.evaluation.compare import CompareConfig, compare_models
+        evaluation = config_from_args(EvaluationConfig, args)
 
-        config = CompareConfig(models=tuple(args.models), evaluation=config_from_args(EvaluationConfig, args),
-                               promote=args.promote, allow_different_data=args.allow_different_data)
-        connect_ray()
-        result = compare_models(config)
+        from pipelines.evaluation.checks import check_evaluation_inputs
+
+        listing = check_evaluation_inputs(evaluation, args.models)  # a typo fails here, in a second or two
+
+        from pipelines.evaluation.compare import CompareConfig, compare_models  # torch, MLflow: once inputs are good
+
+        config = CompareConfig(models=tuple(args.models), evaluation=evaluation, promote=args.promote,
+                               allow_different_data=args.allow_different_data)
+        result = compare_models(config, listing=listing)
         print(result.markdown)
         if result.decision is not None:
             print(result.decision.message)

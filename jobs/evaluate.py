@@ -1,6 +1,6 @@
 """Score one model on a labelled set at full resolution: the paper's four metrics and per-class IU, in MLflow.
 
-Locally (a local Ray; MLflow from MLFLOW_TRACKING_URI or ./mlruns.db):
+Locally (a local Ray; MLflow from MLFLOW_TRACKING_URI or the per-user default store):
 
     python jobs/evaluate.py --model models:/fcn-synthetic@candidate --data data/synthetic
     python jobs/evaluate.py --model checkpoints/fcn8s.pt --data data/synthetic --no-tracking --output outputs/eval
@@ -22,7 +22,7 @@ import sys
 
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.runtime.cli_options import add_options, config_from_args
-from pipelines.runtime.job_runner import connect_ray, run_cli
+from pipelines.runtime.job_runner import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
-        from pipelines.evaluation.evaluate import evaluate_reference
+        config = config_from_args(EvaluationConfig, args)
+
+        from pipelines.evaluation.checks import check_evaluation_inputs
+
+        listing = check_evaluation_inputs(config, [args.model])  # a typo fails here, in a second or two
+
+        from pipelines.evaluation.evaluate import evaluate_reference  # torch, MLflow: once the inputs are good
         from pipelines.evaluation.report import comparison_markdown
 
-        config = config_from_args(EvaluationConfig, args)
-        connect_ray()
-        evaluation = evaluate_reference(args.model, config)
+        evaluation = evaluate_reference(args.model, config, listing=listing)
         print(comparison_markdown([evaluation]))
         if evaluation.run_id:
             print(f"MLflow run: {evaluation.run_id} (experiment {config.experiment})")

@@ -43,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         from pipelines.labelling.formats import export_masks
-        from pipelines.labelling.review import read_review_list
 
         if args.review_only and not args.date:
             raise ConfigError("--review-only exports one night's review list: pass its --date")
         partition = f"date={args.date}" if args.date else None
-        only = read_review_list(args.output, args.date) if args.review_only else None
+        only = None
+        if args.review_only:
+            from pipelines.labelling.review import read_review_list
+
+            only = read_review_list(args.output, args.date)
         count = export_masks(args.output, args.to, format=args.format, partition=partition, only=only)
         print(f"exported {count} masks as {args.format} to {args.to}")
 

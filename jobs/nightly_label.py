@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        config, date = nightly_config_from_args(args)
+
         from pipelines.segmentation.checks import check_inputs
 
-        config, date = nightly_config_from_args(args)
         checked = check_inputs(config)  # a wrong input, model or output fails here, in a second or two
 
         from pipelines.labelling.review import log_review_page, write_review_list

@@ -1,6 +1,6 @@
 """Segment every image under a prefix (or in a manifest): one mask PNG per image, statistics in Parquet.
 
-Locally (a local Ray, a folder as the bucket, MLflow in ./mlruns.db):
+Locally (a local Ray, a folder as the bucket, MLflow in the per-user default store):
 
     python jobs/segment_bucket.py --input data/images --output outputs/run1 --model checkpoints/fcn8s.pt
 
@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def job() -> None:
+        config = config_from_args(SegmentConfig, args)
+
         from pipelines.segmentation.checks import check_inputs
 
-        config = config_from_args(SegmentConfig, args)
         checked = check_inputs(config)  # a wrong input, model or output fails here, in a second or two
 
         from pipelines.segmentation.run import run_segmentation  # starts Ray only if there is work

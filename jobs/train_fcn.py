@@ -1,6 +1,6 @@
 """Train an FCN on a labelled corpus with Ray Train (data-parallel), tracked and registered in MLflow.
 
-Locally (starts a Ray runtime on this machine; MLflow from MLFLOW_TRACKING_URI or ./mlruns.db):
+Locally (starts a Ray runtime on this machine; MLflow from MLFLOW_TRACKING_URI or the per-user default store):
 
     python jobs/generate_corpus.py --output data/synthetic
     python jobs/train_fcn.py --data data/synthetic --name synthetic-fcn8s --register-as fcn-synthetic
@@ -61,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     config: TrainConfig | None = None  # once the flags made one
 
     def job() -> None:
-        from pipelines.training.run import run_training
-
         nonlocal config
         config = config_from_args(TrainConfig, args)
+
+        from pipelines.training.classes import class_names_of
+
+        class_names_of(config)  # a wrong --data fails here, in a second or two
+
+        from pipelines.training.run import run_training  # torch, Ray Train: once the data is found
+
         outcome = run_training(config)
         print(f"checkpoints: {outcome.run_uri}")
         print(f"best checkpoint: {outcome.best_checkpoint}")

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from fcn_core.checkpoint import read_checkpoint_metadata
 from pipelines.errors import ConfigError, IncomparableModelsError
 from pipelines.evaluation.artifacts import publish_files
+from pipelines.evaluation.checks import check_evaluation_inputs
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.evaluate import (
     ModelEvaluation,
     evaluate_model,
-    list_evaluation_pairs,
     warm_up_input_stages,
 )
 from pipelines.evaluation.promotion import (
@@ -34,12 +34,13 @@ from pipelines.evaluation.promotion import (
 )
 from pipelines.evaluation.report import COMPARISON_MARKDOWN, comparison_files
 from pipelines.io import storage
+from pipelines.io.labelled import LabelledListing
+from pipelines.runtime.job_runner import connect_ray
 from pipelines.stats.keys import column_suffixes
 from pipelines.tracking.client import TrackingSettings, check_tracking_server
 from pipelines.tracking.models import (
     CHAMPION_ALIAS,
     ResolvedModel,
-    check_reference_store,
     get_model_version_by_alias,
     resolve_model_reference,
 )
@@ -99,15 +100,17 @@ def check_same_data(evaluations: list[ModelEvaluation], *, allow: bool) -> None:
                                       "it is stable, or pass --allow-different-data to compare anyway")
 
 
-def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print) -> ComparisonResult:
+def compare_models(config: CompareConfig, *, listing: LabelledListing | None = None,
+                   log: Callable[[str], None] = print) -> ComparisonResult:
     """Evaluate ``config.models`` (and the champion when promoting), compare, and maybe promote.
 
-    Needs a connected Ray. Per-model files go to ``OUTPUT/evaluations/<reference as a name>/``.
+    ``listing``: the held-out pairs, when the job listed them already (`check_evaluation_inputs`).
+    Joins or starts Ray (`connect_ray`) once every model is resolved. Per-model files go to
+    ``OUTPUT/evaluations/<reference as a name>/``.
     """
     settings = TrackingSettings(enabled=config.evaluation.tracking, experiment=config.evaluation.experiment)
     name = promotion_name(config.models) if config.promote else None
-    for reference in config.models:
-        check_reference_store(reference, settings.tracking_uri)
+    listing = listing or check_evaluation_inputs(config.evaluation, config.models)
     if settings.enabled:
         check_tracking_server(settings.tracking_uri)
     output = config.evaluation.output
@@ -122,8 +125,9 @@ def compare_models(config: CompareConfig, *, log: Callable[[str], None] = print)
         if champion_version is not None and champion_version not in {model.version for model in models}:
             models.append(resolve(f"models:/{name}@{CHAMPION_ALIAS}"))
         _check_same_classes(models)
+        connect_ray()
         # Each evaluation lists the held-out set again (`check_same_data` compares what they scored).
-        warm_up_input_stages(config.evaluation, list_evaluation_pairs(config.evaluation),
+        warm_up_input_stages(config.evaluation, listing,
                              num_classes=read_checkpoint_metadata(models[0].checkpoint_path).spec.num_classes)
         folders = column_suffixes([model.reference for model in models])
         evaluations = [evaluate_model(model, config.evaluation, log=log,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,19 +32,16 @@ from fcn_core.checkpoint import load_checkpoint, read_checkpoint_metadata
 from fcn_core.masks import IGNORE_INDEX
 from fcn_core.metrics import ConfusionMatrix
 from pipelines.evaluation.artifacts import publish_files
+from pipelines.evaluation.checks import check_evaluation_inputs, list_evaluation_pairs
 from pipelines.evaluation.config import EvaluationConfig
 from pipelines.evaluation.stages import CountConfusion, decode_pairs
-from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled, read_labelled
+from pipelines.io.labelled import LabelledListing, read_labelled
 from pipelines.io.lineage import DataInput
+from pipelines.runtime.job_runner import connect_ray
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.stats.keys import column_suffixes
 from pipelines.tracking.client import TrackingSettings, check_tracking_server
-from pipelines.tracking.models import (
-    ResolvedModel,
-    check_reference_store,
-    resolve_model_reference,
-    set_model_version_tags,
-)
+from pipelines.tracking.models import ResolvedModel, resolve_model_reference, set_model_version_tags
 from pipelines.tracking.plots import confusion_matrix_png
 from pipelines.tracking.runs import start_run
 from pipelines.tracking.store import resolve_tracking_uri
@@ -121,11 +117,6 @@ def evaluation_plan(config: EvaluationConfig) -> ResourcePlan:
     """How the connected cluster runs ``config``'s evaluations (see `pipelines.runtime.resources`)."""
     return plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
                             gpus_per_actor=config.gpus_per_actor)
-
-
-def list_evaluation_pairs(config: EvaluationConfig) -> LabelledListing:
-    """The held-out pairs an evaluation of ``config`` scores: its split, the first ``--limit`` of them."""
-    return list_labelled(LabelledSource(config.data, layout=config.layout, split=config.split)).first(config.limit)
 
 
 def _decoded_pairs(config: EvaluationConfig, listed: list[tuple[str, str]], *, num_classes: int,
@@ -228,19 +219,19 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     return evaluation
 
 
-def evaluate_reference(reference: str, config: EvaluationConfig, *,
+def evaluate_reference(reference: str, config: EvaluationConfig, *, listing: LabelledListing | None = None,
                        log: Callable[[str], None] = print) -> ModelEvaluation:
     """`evaluate_model` for a ``--model`` reference, its files also written to ``config.output``.
 
-    The tracking server is checked first, so a server that is down costs seconds, not a download;
-    the input stages are warmed up (`warm_up_input_stages`) before the model is timed.
+    ``listing``: the held-out pairs, when the job listed them already (`check_evaluation_inputs`).
+    The tracking server is checked and the model resolved before Ray starts (`connect_ray`), so a
+    server that is down or a wrong reference costs seconds; the input stages are warmed up
+    (`warm_up_input_stages`) before the model is timed.
     """
-    check_reference_store(reference)
+    listing = listing or check_evaluation_inputs(config, [reference])
     if config.tracking:
         check_tracking_server(resolve_tracking_uri())
-    with tempfile.TemporaryDirectory(prefix="fcn-evaluate-") as downloads:
-        model = resolve_model_reference(reference, download_dir=downloads)
-        listing = list_evaluation_pairs(config)
-        warm_up_input_stages(config, listing,
-                             num_classes=read_checkpoint_metadata(model.checkpoint_path).spec.num_classes)
-        return evaluate_model(model, config, output=config.output, listing=listing, log=log)
+    model = resolve_model_reference(reference)
+    connect_ray()
+    warm_up_input_stages(config, listing, num_classes=read_checkpoint_metadata(model.checkpoint_path).spec.num_classes)
+    return evaluate_model(model, config, output=config.output, listing=listing, log=log)

@@ -209,8 +209,9 @@ def _segment(config: SegmentConfig, checked: CheckedInputs, new: NewImages, prov
     plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
                             gpus_per_actor=config.gpus_per_actor)
     resources = ray.cluster_resources()
-    run.log_params({"actors": plan.num_actors, "cpus_per_actor": plan.cpus_per_actor,
-                    "gpus_per_actor": plan.gpus_per_actor, "cluster_cpus": resources.get("CPU", 0),
+    # The plan the flags (cpus_per_actor, ... as given, None for "choose") came to on this cluster.
+    run.log_params({"plan.actors": plan.num_actors, "plan.cpus_per_actor": plan.cpus_per_actor,
+                    "plan.gpus_per_actor": plan.gpus_per_actor, "cluster_cpus": resources.get("CPU", 0),
                     "cluster_gpus": resources.get("GPU", 0)})
     count = "the new images" if new.count is None else f"{new.count} images"
     log(f"segmenting {count} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "

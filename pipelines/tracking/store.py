@@ -69,14 +69,16 @@ def missing_store_reason(tracking_uri: str) -> str | None:
     if database is None or os.path.isfile(database):
         return None
     here = Path(STORE_FILE_NAME).absolute()
-    if here.is_file():
+    if here.is_file() and not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
         return (f"{describe_store(tracking_uri)} does not exist; to use the store in this folder, "
                 f"export MLFLOW_TRACKING_URI={SQLITE_PREFIX}{here}")
     return f"{describe_store(tracking_uri)} does not exist; {CHOOSE_A_STORE}"
 
 
 def stray_store_notice(tracking_uri: str) -> str | None:
-    """A note when ``./mlruns.db`` exists here but is not the store in use (the pre-2026-12 default)."""
+    """A note when ``./mlruns.db`` exists here but the default store is in use (it was the default before 2026-12)."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return None
     here = Path(STORE_FILE_NAME).absolute()
     if not here.is_file() or sqlite_path(tracking_uri) == str(here):
         return None

@@ -24,13 +24,13 @@ import numpy as np
 import ray.data
 from ray.train import DataConfig
 
-from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from fcn_core.novelty import NoveltyReference
 from pipelines.errors import ConfigError, ImageDecodeError, LabelError
 from pipelines.io import storage
 from pipelines.io.decode import decode_for_inference
 from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled, read_labelled
 from pipelines.io.lineage import DataInput
+from pipelines.training.classes import class_names_of
 from pipelines.training.config import TrainConfig
 from pipelines.training.resources import DATA_CPUS
 
@@ -116,25 +116,6 @@ def novelty_reference(pairs: list[tuple[str, str]], *, seed: int) -> NoveltyRefe
         except ImageDecodeError as error:
             raise LabelError(f"image {uri}: {error}") from None
     return NoveltyReference.fit(decoded)
-
-
-def class_names_of(config: TrainConfig, *, required: bool = True) -> list[str] | None:
-    """`--class-names`, else the names in the corpus's labelmap.txt (CVAT/VOC format, `name:r,g,b::` a line).
-
-    Without a labelmap.txt: ConfigError, or None when not ``required``.
-    """
-    if config.class_names:
-        return list(config.class_names)
-    root = config.data.rsplit("/", 1)[0] if config.data.endswith(".parquet") else config.data
-    labelmap = storage.join(root, LABELMAP_NAME)
-    if not storage.exists(labelmap):
-        if not required:
-            return None
-        raise ConfigError(f"no {labelmap} to name the classes; pass --class-names background,...")
-    names = labelmap_class_names(storage.read_bytes(labelmap).decode("utf-8"))
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ConfigError(f"{labelmap} must name at least two distinct classes, one a line; got {names}")
-    return names
 
 
 class SegmentationDataConfig(DataConfig):

@@ -35,8 +35,9 @@ from pipelines.tracking.models import (
 from pipelines.tracking.plots import confusion_matrix_png, per_class_iu_png
 from pipelines.tracking.runs import TrackedRun, start_run
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
+from pipelines.training.classes import class_names_of
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
-from pipelines.training.data import class_names_of, decode_rows, list_training_data, novelty_reference, read_split
+from pipelines.training.data import decode_rows, list_training_data, novelty_reference, read_split
 from pipelines.training.loop import LoopSettings
 from pipelines.training.reporting import prediction_panel
 from pipelines.training.resources import DATA_CPUS

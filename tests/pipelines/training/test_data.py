@@ -8,8 +8,9 @@ from PIL import Image
 from fcn_core.masks import encode_mask_png
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES
 from pipelines.errors import ConfigError, LabelError
+from pipelines.training.classes import class_names_of
 from pipelines.training.config import TrainConfig
-from pipelines.training.data import class_names_of, decode_rows
+from pipelines.training.data import decode_rows
 
 
 def _jpeg(height, width):
