@@ -1,11 +1,13 @@
 """infra/: every manifest parses, has what its kind requires, holds no secret, and runs real jobs.
 
-Each RayJob entrypoint (also the one the nightly CronJob creates from its ConfigMap) is parsed
-with its job's own ``build_parser()``, so a renamed or removed flag breaks this test, not a night.
+Each RayJob entrypoint (also the one the nightly CronJob creates from its ConfigMap, and the RayCronJob's
+template) is parsed with its job's own ``build_parser()``, so a renamed or removed flag breaks this test,
+not a night. The CronJob pod's script runs for real, against a stand-in for ``kubectl``.
 """
 import importlib
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,7 @@ REQUIRED_FIELDS = {
     "RayCluster": ["spec.rayVersion", "spec.headGroupSpec.rayStartParams",
                    "spec.headGroupSpec.template.spec.containers", "spec.workerGroupSpecs"],
     "RayJob": ["spec.entrypoint", "spec.clusterSelector"],
+    "RayCronJob": ["spec.schedule", "spec.jobTemplate.entrypoint", "spec.jobTemplate.clusterSelector"],
     "CronJob": ["spec.schedule", "spec.jobTemplate.spec.template.spec.containers",
                 "spec.jobTemplate.spec.template.spec.restartPolicy"],
     "Deployment": ["spec.selector.matchLabels", "spec.template.metadata.labels", "spec.template.spec.containers"],
@@ -80,7 +83,7 @@ def _pod_specs(obj: dict) -> list[dict]:
 
 def test_infra_has_the_manifests_the_issue_asks_for():
     kinds = {obj["kind"] for _, obj in OBJECTS}
-    assert {"RayCluster", "RayJob", "CronJob", "Deployment", "Service"} <= kinds
+    assert {"RayCluster", "RayJob", "RayCronJob", "CronJob", "Deployment", "Service"} <= kinds
     assert RAY_UP_FILES
 
 
@@ -119,11 +122,31 @@ def test_ray_cluster_autoscales_cpu_and_gpu_groups_with_token_auth():
     assert True in gpu_groups and False in gpu_groups
 
 
-@pytest.mark.parametrize("where, job", _of_kind("RayJob"), ids=[w for w, _ in _of_kind("RayJob")])
-def test_ray_jobs_select_the_cluster_defined_here(where, job):
+def _ray_job_specs() -> list[tuple[str, dict]]:
+    """(where, RayJob spec) of every RayJob, and of the RayJob template of every RayCronJob."""
+    return ([(where, job["spec"]) for where, job in _of_kind("RayJob")]
+            + [(f"{where}:jobTemplate", cron["spec"]["jobTemplate"]) for where, cron in _of_kind("RayCronJob")])
+
+
+def _runtime_env_vars(spec: dict) -> dict:
+    return yaml.safe_load(spec.get("runtimeEnvYAML") or "{}").get("env_vars", {})
+
+
+def _cluster_env() -> dict:
+    """The ConfigMap every node of the cluster loads its environment from (``envFrom``)."""
     [(_, cluster)] = _of_kind("RayCluster")
-    assert job["spec"]["entrypoint"].strip()
-    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}, where
+    names = {source["configMapRef"]["name"] for pod in _pod_specs(cluster) for container in pod["containers"]
+             for source in container.get("envFrom", []) if "configMapRef" in source}
+    [name] = names
+    [config_map] = [obj for _, obj in _of_kind("ConfigMap") if obj["metadata"]["name"] == name]
+    return config_map
+
+
+@pytest.mark.parametrize("where, spec", _ray_job_specs(), ids=[w for w, _ in _ray_job_specs()])
+def test_ray_jobs_select_the_cluster_defined_here(where, spec):
+    [(_, cluster)] = _of_kind("RayCluster")
+    assert spec["entrypoint"].strip()
+    assert spec["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}, where
 
 
 def test_nightly_schedule_forbids_overlapping_runs_and_creates_the_rayjob_template():
@@ -143,6 +166,80 @@ def test_nightly_schedule_forbids_overlapping_runs_and_creates_the_rayjob_templa
     assert rule["resources"] == ["rayjobs"] and {"create", "get", "delete"} <= set(rule["verbs"])
 
 
+# What a RayCronJob's spec may hold in KubeRay 1.6 (ray-operator/apis/ray/v1/raycronjob_types.go); 1.7 adds
+# timeZone. Neither has a concurrency policy, which is why the CronJob is the default (nightly-label.yaml).
+RAY_CRON_JOB_SPEC_FIELDS = {"schedule", "jobTemplate", "suspend"}
+
+
+def _nightly_cron_job() -> tuple[dict, dict, dict]:
+    """The nightly CronJob, its pod's container, and the RayJob template that container creates."""
+    [(_, cron)] = _of_kind("CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    [volume] = pod["volumes"]
+    config_maps = {obj["metadata"]["name"]: obj for _, obj in _of_kind("ConfigMap")}
+    template = yaml.safe_load(config_maps[volume["configMap"]["name"]]["data"]["rayjob.yaml"])
+    return cron, container, template
+
+
+def test_ray_cron_job_runs_the_same_night_with_kuberay_1_6_fields_and_the_clusters_store():
+    [(where, ray_cron)] = _of_kind("RayCronJob")
+    cron, _, template = _nightly_cron_job()
+    assert ray_cron["apiVersion"] == "ray.io/v1"
+    assert set(ray_cron["spec"]) <= RAY_CRON_JOB_SPEC_FIELDS, f"{where}: a field KubeRay 1.6 rejects"
+    assert ray_cron["spec"]["schedule"] == cron["spec"]["schedule"]
+    assert ray_cron["spec"]["jobTemplate"]["entrypoint"] == template["spec"]["entrypoint"]
+    # The operator copies jobTemplate as it is, so the store is written there: the one the cluster's nodes load.
+    store = _cluster_env()["data"]["MLFLOW_TRACKING_URI"]
+    assert _runtime_env_vars(ray_cron["spec"]["jobTemplate"]) == {"MLFLOW_TRACKING_URI": store}
+
+
+FAKE_KUBECTL = """#!/bin/sh
+# kubectl in the CronJob's pod: keeps the RayJob it is asked to create, answers its status.
+case "$1" in
+  create) cat > "$FAKE_STATE/created.yaml"; echo rayjob.ray.io/fcn-nightly-label-x7k2q ;;
+  get) case "$*" in *jobDeploymentStatus*) echo Complete ;; *) echo "$FAKE_JOB_STATUS" ;; esac ;;
+  *) echo "unexpected: kubectl $*" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("store, job_status, exit_code", [
+    ("http://fcn-mlflow:5000", "SUCCEEDED", 0),
+    ("https://mlflow.example.com/a|b?x=1&y=2", "SUCCEEDED", 0),  # characters special to sed
+    ("http://fcn-mlflow:5000", "FAILED", 1),
+    ("", "SUCCEEDED", 2),
+], ids=["plain", "sed-characters", "failed-night", "no-store"])
+def test_cron_job_pod_writes_the_clusters_store_into_the_rayjob_it_creates(store, job_status, exit_code, tmp_path):
+    """The pod's script, run by /bin/sh with kubectl replaced: the RayJob it creates is the template with the
+    store from ConfigMap fcn-pipeline-env in its runtime environment, and the pod fails when the night does."""
+    _, container, template = _nightly_cron_job()
+    source = container["env"][0]["valueFrom"]["configMapKeyRef"]
+    assert container["env"][0]["name"] == "MLFLOW_TRACKING_URI"
+    assert source == {"name": _cluster_env()["metadata"]["name"], "key": "MLFLOW_TRACKING_URI"}
+    mount = container["volumeMounts"][0]["mountPath"]
+    [(_, config_map)] = [(w, o) for w, o in _of_kind("ConfigMap") if "rayjob.yaml" in o["data"]]
+    (tmp_path / "rayjob.yaml").write_text(config_map["data"]["rayjob.yaml"])
+    kubectl = tmp_path / "bin" / "kubectl"
+    kubectl.parent.mkdir()
+    kubectl.write_text(FAKE_KUBECTL)
+    kubectl.chmod(0o755)
+    script = container["args"][0].replace(f"{mount}/", f"{tmp_path}/")
+    env = {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "MLFLOW_TRACKING_URI": store, "FAKE_STATE": str(tmp_path),
+           "FAKE_JOB_STATUS": job_status}
+    result = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    if not store:
+        assert "MLFLOW_TRACKING_URI" in result.stderr and not (tmp_path / "created.yaml").exists()
+        return
+    created = yaml.safe_load((tmp_path / "created.yaml").read_text())
+    assert _runtime_env_vars(created["spec"]) == {"MLFLOW_TRACKING_URI": store}
+    assert {**created, "spec": {**created["spec"], "runtimeEnvYAML": None}} == \
+        {**template, "spec": {**template["spec"], "runtimeEnvYAML": None}}
+    assert f"job {job_status}" in result.stdout
+
+
 def test_mlflow_server_uses_postgres_and_s3_from_secrets():
     [(_, deployment)] = _of_kind("Deployment")
     [(_, service)] = _of_kind("Service")
@@ -157,7 +254,7 @@ def test_mlflow_server_uses_postgres_and_s3_from_secrets():
 
 
 def _entrypoints() -> list[tuple[str, str]]:
-    return [(where, job["spec"]["entrypoint"]) for where, job in _of_kind("RayJob")]
+    return [(where, spec["entrypoint"]) for where, spec in _ray_job_specs()]
 
 
 @pytest.mark.parametrize("where, entrypoint", _entrypoints(), ids=[w for w, _ in _entrypoints()])
