@@ -3,8 +3,8 @@
 The files are read as cron and systemd read them, their paths (the checkout in /opt/fcn-pipeline, new images in
 /srv/photos/, what the nights write in /var/lib/fcn-nightly/) are swapped for temporary ones, and the commands
 run for real in the environment cron or systemd gives them: HOME, PATH and what the file sets, nothing else.
-Two nights on one state folder and one store: the systemd service's labels the first images, the cron line's,
-started from an unrelated working directory, the images added after it.
+Two nights on one state folder and one store: the systemd service's command labels the first images, then the
+cron line, started from an unrelated working directory, labels the images added since.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def test_both_forms_run_the_same_night_with_absolute_paths_and_the_store_set():
 
     # Never twice at once: cron through flock -n on a lock file; systemd by itself (see the service's comment).
     assert cron_words[cron_words.index("flock"):cron_words.index("flock") + 2] == ["flock", "-n"]
-    assert service["Type"] == ["oneshot"]
+    assert service["Type"] == ["oneshot"]  # "activating" until the job exits: a start meanwhile joins that run
     assert cron_schedule_is_valid(fields)
 
 
