@@ -150,7 +150,7 @@ def test_both_forms_run_the_same_night_with_absolute_paths_and_the_store_set():
     [cron_store] = [word.split("=", 1)[1] for word in cron_words if word.startswith("MLFLOW_TRACKING_URI=")]
     assert cron_store == _service_environment(service)["MLFLOW_TRACKING_URI"]
     assert cron_store.startswith("sqlite:////")
-    for word in [*cron_words, *service_words, *service.get("WorkingDirectory", [])]:
+    for word in [*cron_words, *service_words]:
         path = word.split("=", 1)[-1]
         assert "/" not in path or path.startswith("/") or "://" in path, f"a relative path: {word}"
 
@@ -206,11 +206,9 @@ def champion_store(tmp_path_factory, tiny_checkpoint) -> Path:
     model_name = arguments[arguments.index("--model-name") + 1]
     root = tmp_path_factory.mktemp("champion-store")
     previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)  # the registration's artifacts go to ./mlruns: here, not into the checkout
-        with start_run(TrackingSettings(tracking_uri=f"sqlite:///{root}/mlruns.db", experiment="register"),
-                       "register", params={}):
-            log_checkpoint_model(tiny_checkpoint, registered_model_name=model_name, alias="champion")
+    with start_run(TrackingSettings(tracking_uri=f"sqlite:///{root}/mlruns.db", experiment="register"),
+                   "register", params={}):
+        log_checkpoint_model(tiny_checkpoint, registered_model_name=model_name, alias="champion")
     mlflow.set_tracking_uri(previous)
     return root / "mlruns.db"
 
@@ -230,7 +228,7 @@ def _night(summary_path: Path, store: str, state: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_nights_one_from_the_systemd_service_one_from_the_cron_line(champion_store, synthetic_corpus, tmp_path):
-    paths = {name: tmp_path / name for name in ("photos", "state", "home", "elsewhere")}
+    paths = {name: tmp_path / name for name in ("photos", "state", "home", "systemd-cwd", "cron-cwd")}
     for path in paths.values():
         path.mkdir()
     shutil.copy(champion_store, paths["state"] / "mlruns.db")
@@ -239,26 +237,27 @@ def test_two_nights_one_from_the_systemd_service_one_from_the_cron_line(champion
     # The checkout's code, whichever checkout the test's virtualenv has installed (the file's .venv has its own).
     imports_this_checkout = {"PYTHONPATH": str(REPO)}
 
-    # Night 1: the service's command, environment and working directory, as systemd starts it.
+    # Night 1: the service's command and environment, as systemd starts it (from /, here from an empty folder).
     service = read_unit(on_this_machine(SERVICE.read_text(), paths))["Service"]
     environment = _service_environment(service)
     store = environment["MLFLOW_TRACKING_URI"]
     for image in images[:2]:
         shutil.copy(image, paths["photos"])
-    night = subprocess.run(shlex.split(service["ExecStart"][0]), cwd=service["WorkingDirectory"][0],
+    assert "WorkingDirectory" not in service
+    night = subprocess.run(shlex.split(service["ExecStart"][0]), cwd=paths["systemd-cwd"],
                            env={"HOME": str(paths["home"]), "PATH": SYSTEMD_PATH, **environment,
                                 **imports_this_checkout}, capture_output=True, text=True, timeout=300)
     assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
     assert _night(paths["state"] / "labels" / "summary.json", store, paths["state"])["processed_this_run"] == 2
 
-    # Night 2: the cron line, by /bin/sh from another working directory, as cron runs it.
+    # Night 2: the cron line, by /bin/sh from another working directory (cron starts in HOME), as cron runs it.
     _, command = read_crontab(on_this_machine(CRONTAB.read_text(), paths))[1][0]
     cron_env = {"HOME": str(paths["home"]), "PATH": CRON_PATH, **imports_this_checkout}
     for image in images[2:]:
         shutil.copy(image, paths["photos"])
 
     def cron_runs():
-        return subprocess.run(["/bin/sh", "-c", command], cwd=paths["elsewhere"], env=cron_env,
+        return subprocess.run(["/bin/sh", "-c", command], cwd=paths["cron-cwd"], env=cron_env,
                               capture_output=True, text=True, timeout=300)
 
     log = paths["state"] / "nightly-label.log"
@@ -270,7 +269,8 @@ def test_two_nights_one_from_the_systemd_service_one_from_the_cron_line(champion
     summary = _night(paths["state"] / "labels" / "summary.json", store, paths["state"])
     assert summary["processed_this_run"] == 2 and summary["images"] == 4
     assert f"MLflow run: {summary['run_id']}" in log.read_text()
-    assert list(paths["elsewhere"].iterdir()) == []  # nothing of the night depends on where cron started it
+    for started_in in ("systemd-cwd", "cron-cwd"):  # nothing of a night lands where it was started
+        assert list(paths[started_in].iterdir()) == [], started_in
     masks = paths["state"] / "labels" / "masks"
     assert sorted(mask.name for mask in masks.iterdir()) == sorted(f"{image.name}.png" for image in images)
     [experiment] = [e for e in MlflowClient(store).search_experiments() if e.name == "nightly_label"]
