@@ -17,10 +17,12 @@ The lock is a lease file, ``OUTPUT/_lock.json``:
 4. The holder renews the lease from a background thread while it works and deletes it at the end.
 
 A run killed with ``kill -9`` leaves a lease behind; on the same host it is recognised as stale at
-once (its pid is gone), elsewhere after ``ttl_s`` without renewal.
+once (its pid is gone), elsewhere after ``ttl_s`` without renewal. A run that stops because the store
+stopped answering tries once to delete its lease and otherwise leaves it to go stale the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -29,10 +31,13 @@ import time
 import uuid
 from typing import NoReturn
 
-from pipelines.errors import OutputBusyError
+from pipelines.errors import OutputBusyError, StorageUnavailableError
 from pipelines.io import storage
+from pipelines.io.stores.retry import DEFAULT_RETRY, RetryPolicy, causes
 
 LOCK_NAME = "_lock.json"
+# Deleting the lease after the store has just outlasted a whole retry budget: one try, no backoff.
+_ONE_TRY = RetryPolicy(attempts=1)
 
 
 def _process_alive(pid: int) -> bool:
@@ -59,13 +64,13 @@ class OutputLock:
         return json.dumps({"token": self.token, "owner": self.owner, "host": socket.gethostname(),
                            "pid": os.getpid(), "renewed_at": time.time()}).encode()
 
-    def _current(self) -> dict | None:
+    def _current(self, retry: RetryPolicy = DEFAULT_RETRY) -> dict | None:
         """The lease on storage; None when there is none, ``{}`` when it is unreadable (empty, cut short).
 
         An unreadable lease holds no renewal time, so it is stale: taken over (step 3), never waited for.
         """
         try:
-            lease = json.loads(storage.read_bytes(self.uri))
+            lease = json.loads(storage.read_bytes(self.uri, retry=retry))
         except FileNotFoundError:
             return None
         except ValueError:
@@ -118,16 +123,24 @@ class OutputLock:
         while not self._stop.wait(self.ttl_s / 3):
             storage.write_bytes_atomic(self.uri, self._lease())
 
-    def release(self) -> None:
+    def release(self, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        lease = self._current()
+        lease = self._current(retry)
         if lease is not None and lease.get("token") == self.token:
-            storage.remove(self.uri)
+            storage.remove(self.uri, retry=retry)
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
 
-    def __exit__(self, *exc_info) -> None:
-        self.release()
+    def __exit__(self, kind, error, trace) -> None:
+        if error is None or not any(isinstance(cause, StorageUnavailableError) for cause in causes(error)):
+            self.release()
+            return
+        # The run stops because the store did not answer through a whole retry budget. A second
+        # budget spent on deleting the lease would only delay the job's error by as long again (and
+        # its own failure would hide the run's); left behind, the lease is stale at once on this
+        # host (our pid is gone) and elsewhere after ``ttl_s``.
+        with contextlib.suppress(StorageUnavailableError):
+            self.release(_ONE_TRY)

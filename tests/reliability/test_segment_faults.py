@@ -28,9 +28,13 @@ from tests.reliability.running import ray_workers, start_segment_bucket, wait_fo
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-# Several commits' worth (256 rows each, `--commit-rows`), so the kill lands between commits even when the
-# pipeline is fast (at 400 the run had committed everything by the time the first commit was seen).
-DRIVER_KILL_IMAGES = 1500
+# Several commits' worth (`DRIVER_COMMIT_ROWS` each), so the kill lands between commits even when the
+# pipeline is fast. What matters is the work left after the first commit, which the kill must beat: at
+# 400 images of 256-row commits (144 left) the run had committed everything by the time the first commit
+# was seen. 800 images of 128-row commits leave 672, 4.7 times that margin (1,500 of 256 left 1,244 and
+# segmented about twice as many images per scenario as the claim needs).
+DRIVER_KILL_IMAGES = 800
+DRIVER_COMMIT_ROWS = "128"
 ACTOR_KILL_IMAGES = 240  # enough that the job is still running 2 s after its actor appears
 
 
@@ -101,7 +105,7 @@ def test_a_killed_driver_then_the_same_command_completes_exactly_once(
     output = f"{bucket}/out-killed"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
                f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--max-error-fraction", "0",
-               "--commit-rows", "256", "--experiment", "reliability"]
+               "--commit-rows", DRIVER_COMMIT_ROWS, "--experiment", "reliability"]
     env = _driver_env(mlflow_server)
     # An earlier job's actor process may still be exiting (Ray has been seen to hang one at exit): not this driver's.
     earlier = {process.pid for process in ray_workers("SegmentImages", "WriteOutputs")}
@@ -161,7 +165,7 @@ def test_a_stopped_driver_closes_its_mlflow_run_and_releases_the_output(
     bucket, inputs = driver_corpus
     output, experiment = f"{bucket}/out-stopped", f"stopped-{bucket}"
     command = [sys.executable, "jobs/segment_bucket.py", "--input", f"s3://{bucket}/in", "--output",
-               f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--commit-rows", "256",
+               f"s3://{output}", "--model", tiny_checkpoint, "--batch-size", "2", "--commit-rows", DRIVER_COMMIT_ROWS,
                "--experiment", experiment]
     env = _driver_env(mlflow_server)
     driver = _signal_after_first_commit(command, env, s3_files, output, tmp_path / "stopped.log", signal.SIGTERM)

@@ -1,6 +1,7 @@
 """pipelines.io.output_lock: one writer per output, on every backend (conditional create) and elsewhere (settle)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -8,7 +9,7 @@ import uuid
 
 import pytest
 
-from pipelines.errors import OutputBusyError
+from pipelines.errors import OutputBusyError, StorageUnavailableError
 from pipelines.io import storage
 from pipelines.io.output_lock import OutputLock
 
@@ -96,3 +97,33 @@ def test_racing_runs_on_a_store_without_conditional_writes_settle_to_exactly_one
     held = [outcome for outcome in outcomes if isinstance(outcome, OutputLock)]
     assert len(held) == 1, outcomes
     held[0].release()
+
+
+@pytest.mark.parametrize("failure", [None, ValueError("a bug")])
+def test_a_run_that_ends_otherwise_releases_with_the_full_retry_budget(tmp_path, monkeypatch, failure):
+    budgets = []
+    read = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri, *, retry: budgets.append(retry.attempts) or read(uri))
+    with pytest.raises(ValueError) if failure else contextlib.nullcontext():
+        with OutputLock(str(tmp_path), owner="run", settle_s=0.1):
+            budgets.clear()
+            if failure:
+                raise failure
+    assert budgets == [storage.DEFAULT_RETRY.attempts]
+    assert not (tmp_path / "_lock.json").exists()
+
+
+def test_a_run_stopped_by_an_unreachable_store_tries_once_to_delete_its_lease_and_keeps_its_own_error(
+        tmp_path, monkeypatch):
+    """The store has just outlasted a whole retry budget: a second one for the lease would double the wait."""
+    budgets = []
+
+    def unreachable(uri, *, retry):
+        budgets.append(retry.attempts)
+        raise StorageUnavailableError("could not reach the store while deleting the lease")
+
+    with pytest.raises(StorageUnavailableError, match="while writing masks"):
+        with OutputLock(str(tmp_path), owner="run", settle_s=0.1):
+            monkeypatch.setattr(storage, "read_bytes", unreachable)
+            raise StorageUnavailableError("could not reach the store while writing masks")
+    assert budgets == [1]
