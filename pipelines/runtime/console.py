@@ -15,8 +15,8 @@ Where each kind of line comes from, and where it goes instead (Ray 2.60, MLflow 
   job starts inherits it; ``ray.LoggingConfig`` configures Python loggers only.)
 - MLflow's INFO records (``Experiment with name ... does not exist``) and its notices printed
   outside logging (``Successfully registered model``, ``Created version``): `route_mlflow_logs` sends
-  the records to the job's log file (`JOB_LOG`) and leaves the notices out, since the job prints the
-  model's URI itself. MLflow's warnings and errors still show.
+  both to the job's log file (`JOB_LOG`, beside Ray's); the job prints the model's URI itself.
+  MLflow's warnings and errors still show.
 """
 from __future__ import annotations
 
@@ -80,16 +80,35 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+class _MlflowNotices:
+    """Where MLflow's notices (`mlflow.utils.logging_utils.eprint`) go: a record each, of logger ``mlflow.notices``."""
+
+    enabled = True  # MLflow's switch (`enable_logging`, `disable_logging`) sets it on whatever stream is in place
+
+    def write(self, text: str) -> None:
+        if self.enabled:
+            for line in text.splitlines():
+                if line.strip():
+                    logging.getLogger("mlflow.notices").info(line)
+
+    def flush(self) -> None:
+        pass
+
+
 def route_mlflow_logs() -> None:
-    """From now on in this process: MLflow's records into `JOB_LOG`, warnings and errors also on the console,
-    its notices left out. After ``import mlflow``, which sets its loggers' handlers."""
+    """From now on in this process: MLflow's records and notices into `JOB_LOG`, its warnings and errors also
+    on the console. After ``import mlflow``, which sets its loggers' handlers.
+
+    MLflow prints both through one module-level stream, which its ``eprint`` looks up on each call;
+    putting `_MlflowNotices` in its place is the one way to move the notices (their text names no logger).
+    """
     from mlflow.utils import logging_utils
 
     console = _CurrentStderr()
     console.setLevel(logging.WARNING)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("mlflow").handlers = [console, JOB_LOG]
-    logging_utils.MLFLOW_LOGGING_STREAM.enabled = False  # MLflow's own switch for its notices and its handler
+    logging_utils.MLFLOW_LOGGING_STREAM = _MlflowNotices()
 
 
 @contextlib.contextmanager

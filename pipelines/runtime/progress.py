@@ -151,8 +151,6 @@ class Progress:
             elif self.counts_errors:
                 self._bar.set_postfix(errors=errors, refresh=False)
             self._bar.update(advanced)
-            if advanced == 0:
-                self._bar.refresh()  # the elapsed time and the note move on while nothing finishes
         elif self.clock() - self.last_line >= self.every_s:
             self.log(self.line())
             self.last_line = self.clock()
