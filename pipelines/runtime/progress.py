@@ -43,8 +43,8 @@ def progress_line(verb: str, done: int, total: int | None, errors: int | None, r
     line = f"{verb} {count} {unit}"
     if note is not None or errors is not None:
         line += f" ({note if note is not None else f'{errors} errors'})"
-    if rate is None:
-        return line + ", starting"
+    if rate is None:  # nothing finished yet, or too little to measure a rate
+        return line + ", starting" if done == 0 else line
     line += f", {rate:.1f} {unit}/s"
     if total is not None and rate > 0 and done < total:
         line += f", ETA {format_duration((total - done) / rate)}"
@@ -132,6 +132,7 @@ class Progress:
         # would otherwise make the ETA of a long job wildly pessimistic for its first minutes.
         self._first: tuple[float, int] | None = None
         self.stream = stream or sys.stderr
+        self._said_complete = False
         self._bar = None
         if self.stream.isatty():
             from tqdm import tqdm
@@ -151,9 +152,11 @@ class Progress:
             elif self.counts_errors:
                 self._bar.set_postfix(errors=errors, refresh=False)
             self._bar.update(advanced)
-        elif self.clock() - self.last_line >= self.every_s:
+        elif self.clock() - self.last_line >= self.every_s and not self._said_complete:
             self.log(self.line())
             self.last_line = self.clock()
+            # All done: what is left (committing, checkpoints, shutting down) is no progress to repeat.
+            self._said_complete = self.total is not None and self.done >= self.total
 
     def write(self, line: str) -> None:
         """Print ``line`` (an epoch's summary) without breaking the bar: above it on a terminal."""

@@ -103,7 +103,7 @@ TRAINING_LINES = [
     r"Ray dashboard of this job: http://127\.0\.0\.1:\d+",
     r"logs of this job: /\S+/logs/fcn-job-\d+\.log \(Ray's beside it\)",
     r"training fcn8s on 2 CPU worker\(s\) of 1 CPU each, 0\.5 CPU kept for data loading; checkpoints under \S+",
-    r"trained \d+/8 steps \(epoch [12]/2, step \d/4\), (starting|[\d.]+ steps/s(, ETA \d+ s)?)",
+    r"trained \d+/8 steps \(epoch [12]/2, step \d/4\)(, starting|, [\d.]+ steps/s(, ETA \d+ s)?)?",
     r"epoch (?P<epoch>[12])/2: loss [\d.]+, [\d.]+ images/s, val mean IU [\d.]+, pixel accuracy [\d.]+",
     r"best checkpoint \S+: mean IU [\d.]+",
     r"checkpoints: \S+",
@@ -112,6 +112,7 @@ TRAINING_LINES = [
     r"MLflow run: [0-9a-f]{32}",
     r"model: models:/console-test/1",
     r"registered: models:/console-test@candidate  \(use it as segment_bucket\.py --model \S+\)",
+    r"champion: models:/console-test@champion is this version, the name's first \(.+\)",
 ]
 
 
@@ -129,6 +130,8 @@ def test_a_logged_training_run_prints_only_the_projects_lines(tmp_path, syntheti
     assert strays == [], result.stdout
     epochs = [match["epoch"] for line in lines if (match := re.fullmatch(TRAINING_LINES[4], line))]
     assert epochs == ["1", "2"]  # one line per epoch, however many workers
-    assert any(line.startswith("trained ") and "steps/s" in line for line in lines)
+    trained = [line for line in lines if line.startswith("trained ")]
+    assert any("steps/s" in line for line in trained)
+    assert sum(line.startswith("trained 8/8 ") for line in trained) <= 1  # said once when complete, not repeated
     log_file = next(line for line in lines if line.startswith("logs of this job: ")).split()[4]
     assert "Created version '1' of model 'console-test'" in Path(log_file).read_text()
