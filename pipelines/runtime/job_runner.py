@@ -98,7 +98,9 @@ def connect_ray(*, log: Callable[[str], None] = print) -> None:
         _start_or_join_ray(log)
     node = ray._private.worker._global_node  # None where the driver has no Ray node of its own (Ray Client)
     if node is not None:
-        log(f"logs of this job: {JOB_LOG.open(node.get_logs_dir_path())} (Ray's beside it)")
+        before = JOB_LOG.path
+        if JOB_LOG.open(node.get_logs_dir_path()) != before:  # said once, however often a job connects
+            log(f"logs of this job: {JOB_LOG.path} (Ray's beside it)")
 
 
 def _start_or_join_ray(log: Callable[[str], None]) -> None:

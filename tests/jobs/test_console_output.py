@@ -77,6 +77,7 @@ def test_segmentation_on_a_terminal_draws_a_bar_with_rate_and_eta(tmp_path, synt
     assert re.search(rf"\| {images}/{images} \[\d\d:\d\d<\d\d:\d\d, +{RATE % ('image', 'image')}, errors=0\]",
                      states[-1]), states
     assert f"segmented {images} images this run" in written
+    assert written.count("logs of this job: ") == 1  # however often the run connects to its Ray
     _no_library_lines(written)
 
 
