@@ -3,7 +3,8 @@
 Ray Data's own progress (a bar per operator on a terminal, a 16-line block every 10 s in a log) says
 how operators are doing, not how far the job is; jobs turn it off (`job_runner.connect_ray`) and
 report with `Progress` instead: items done, items/s, errors and, when the total is known, an ETA.
-Everything is drawn by the driver: stages and training workers report counts to it (`ProgressCounter`).
+Everything is drawn by the driver: stages and training workers report to counters it polls (`ProgressCounter`,
+`StepCounter`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import TextIO
 
 # Seconds between two lines off a terminal; FCN_PROGRESS_EVERY_S changes it (the tests shorten it).
 LINE_EVERY_S = float(os.environ.get("FCN_PROGRESS_EVERY_S", "5"))
-POLL_EVERY_S = 1.0  # how often the driver asks a `ProgressCounter` actor how far the stages are
+POLL_EVERY_S = 1.0  # how often the driver asks a counter actor how far the stages are
 FALLBACK_COLUMNS, FALLBACK_ROWS = 100, 24  # a terminal that reports no size (`_bar_width`)
 
 
