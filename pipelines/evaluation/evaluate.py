@@ -38,6 +38,7 @@ from pipelines.evaluation.stages import CountConfusion, decode_pairs
 from pipelines.io.labelled import LabelledListing, read_labelled
 from pipelines.io.lineage import DataInput
 from pipelines.runtime.job_runner import connect_ray
+from pipelines.runtime.progress import Progress
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.stats.keys import column_suffixes
 from pipelines.tracking.client import TrackingSettings, check_tracking_server
@@ -146,8 +147,11 @@ def warm_up_input_stages(config: EvaluationConfig, listing: LabelledListing, *, 
 
 
 def score_labelled_set(checkpoint_path: str, pairs: list[tuple[str, str]], config: EvaluationConfig,
-                       plan: ResourcePlan) -> tuple[ConfusionMatrix, int, float]:
-    """Run the graph above over ``pairs``: (summed confusion matrix, number of images, images/s after warm-up)."""
+                       plan: ResourcePlan, progress: Progress) -> tuple[ConfusionMatrix, int, float]:
+    """Run the graph above over ``pairs``: (summed confusion matrix, number of images, images/s after warm-up).
+
+    ``progress`` is told each batch's images as the driver adds its matrix up.
+    """
     num_classes = read_checkpoint_metadata(checkpoint_path).spec.num_classes
     with open(checkpoint_path, "rb") as handle:
         checkpoint_ref = ray.put(handle.read())
@@ -162,6 +166,8 @@ def score_labelled_set(checkpoint_path: str, pairs: list[tuple[str, str]], confi
         confusion.merge(ConfusionMatrix.from_matrix(batch["confusion"].sum(axis=0), ignore_index=IGNORE_INDEX))
         for column, values in timing.items():
             values.append(batch[column])
+        progress.report(progress.done + int(batch["images"].sum()))
+    progress.close()
     rows = {column: np.concatenate(values) if values else np.empty(0) for column, values in timing.items()}
     images_per_second = steady_images_per_second(rows["actor"], rows["images"], rows["started"], rows["finished"])
     return confusion, int(rows["images"].sum()), images_per_second
@@ -201,7 +207,9 @@ def evaluate_model(model: ResolvedModel, config: EvaluationConfig, *, output: st
     with start_run(settings, run_name=f"evaluate {model.reference}", params=params) as run:
         run.log_inputs([data])
         run.set_tags({DATA_DIGEST_TAG: data.digest})
-        confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, listing.pairs, config, plan)
+        progress = Progress(f"{model.reference}: evaluated", total=len(listing.pairs), counts_errors=False, log=log)
+        confusion, images, images_per_second = score_labelled_set(model.checkpoint_path, listing.pairs, config, plan,
+                                                                  progress)
         evaluation = ModelEvaluation(model=model, class_names=class_names, confusion=confusion, images=images,
                                      images_per_second=images_per_second,
                                      parameters=count_parameters(model.checkpoint_path), data=data, run_id=run.run_id)

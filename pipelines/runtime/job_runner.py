@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from pipelines.errors import UserError
+from pipelines.runtime.console import JOB_LOG, hidden_core_logs, route_mlflow_logs
 from pipelines.tracking.redaction import redact
 
 EXIT_USER_ERROR = 2
@@ -76,8 +77,9 @@ def connect_ray(*, log: Callable[[str], None] = print) -> None:
 
     Plain ``ray.init()`` would attach to whatever cluster ``ray start`` last left on this machine;
     a job run by hand should not silently land on it (export ``RAY_ADDRESS=auto`` to mean that).
-    Ray's own INFO lines and Ray Data's per-operator progress stay in Ray's log files: jobs report
-    their progress themselves (`pipelines.runtime.progress`), and print the dashboard's address here.
+    Ray's own INFO lines, its workers' output and Ray Data's per-operator progress stay in Ray's log
+    files (`pipelines.runtime.console` says which line goes where): jobs report their progress
+    themselves (`pipelines.runtime.progress`). Prints the dashboard's address and the log folder.
     """
     import ray
     from ray.data import DataContext
@@ -91,16 +93,27 @@ def connect_ray(*, log: Callable[[str], None] = print) -> None:
     _quiet_console("ray.data")
     for name in _ANNOUNCEMENTS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    if ray.is_initialized():
-        return
+    route_mlflow_logs()
+    if not ray.is_initialized():
+        _start_or_join_ray(log)
+    node = ray._private.worker._global_node  # None where the driver has no Ray node of its own (Ray Client)
+    if node is not None:
+        before = JOB_LOG.path
+        if JOB_LOG.open(node.get_logs_dir_path()) != before:  # said once, however often a job connects
+            log(f"logs of this job: {JOB_LOG.path} (Ray's beside it)")
+
+
+def _start_or_join_ray(log: Callable[[str], None]) -> None:
+    import ray
+
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:  # a private instance, reachable from this machine only
         # With the dashboard (on 127.0.0.1): Ray's state API, which Ray Train uses to watch its
         # controller, and a page showing the job's progress.
         started = ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True,
-                           logging_level=logging.WARNING)
+                           log_to_driver=False, logging_level=logging.WARNING)
         if started.dashboard_url:
             log(f"Ray dashboard of this job: http://{started.dashboard_url}")
     _unwind_on_sigterm()  # ray.init installs its own SIGTERM handler (a bare sys.exit(15)); keep the job's
@@ -178,7 +191,7 @@ def run_cli(job: Callable[[], None], *, resume_hint: Callable[[], str] = lambda:
     # progress, and on stderr it would break the one-line error contract.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     previous = _unwind_on_sigterm()
-    with redacted_console(), job_scratch():
+    with hidden_core_logs(), redacted_console(), job_scratch():
         return _run_and_report(job, resume_hint, previous)
 
 

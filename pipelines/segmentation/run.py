@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pipelines.io.lineage import DataInput
 from pipelines.io.listing import ObjectInfo
 from pipelines.io.output_lock import OutputLock
 from pipelines.runtime.job_runner import connect_ray
-from pipelines.runtime.progress import Progress
+from pipelines.runtime.progress import Progress, polling
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.checks import CheckedInputs, check_inputs, corpus_filter
 from pipelines.segmentation.config import SegmentConfig
@@ -54,7 +53,6 @@ SUMMARY_NAME = "summary.json"
 # Listed objects per block while a rerun compares its listing with the ledger: big blocks, few
 # tasks; only the new objects are then regrouped into the fetch stage's small blocks.
 LEDGER_ROWS_PER_BLOCK = 65_536
-PROGRESS_POLL_S = 1.0
 
 
 @dataclass
@@ -146,26 +144,15 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
 def _stream(dataset, progress: Progress, committer) -> float:
     """Drive the pipeline, showing progress; returns how long it ran.
 
-    Statuses reach the driver a write batch at a time; between them a thread shows what the model
-    stage has finished, as told to ``committer`` (the run's `StatsCommitter` actor).
+    Statuses reach the driver a write batch at a time; between them the display shows what the
+    model stage has finished, as told to ``committer`` (the run's `StatsCommitter` actor).
     """
     counts = {"ok": 0, "error": 0}
     started = time.monotonic()
-    finished = threading.Event()
-
-    def show_model_progress() -> None:
-        while not finished.wait(PROGRESS_POLL_S):
-            progress.report(*ray.get(committer.segmented.remote()))
-
-    watcher = threading.Thread(target=show_model_progress, name="segment-progress", daemon=True)
-    watcher.start()
-    try:
+    with polling(lambda: progress.report(*ray.get(committer.segmented.remote()))):
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for status in batch["status"]:
                 counts[status] += 1
-    finally:
-        finished.set()
-        watcher.join()
     progress.report(counts["ok"] + counts["error"], counts["error"])
     progress.close()
     return time.monotonic() - started

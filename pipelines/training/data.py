@@ -16,6 +16,7 @@ dropping a single image, so the metrics cover all of it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ def novelty_reference(pairs: list[tuple[str, str]], *, seed: int) -> NoveltyRefe
         except ImageDecodeError as error:
             raise LabelError(f"image {uri}: {error}") from None
     return NoveltyReference.fit(decoded)
+
+
+def steps_per_epoch(images: int, config: TrainConfig) -> int:
+    """The steps each worker takes per epoch over ``images`` training pairs: `SegmentationDataConfig` gives
+    every worker an equal share, and its last batch may be short."""
+    return max(1, math.ceil(images // config.num_workers / config.batch_size))
 
 
 class SegmentationDataConfig(DataConfig):

@@ -11,10 +11,9 @@ import contextlib
 import io
 import logging
 import math
-import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +48,7 @@ from pipelines.training.optimization import build_optimizer, build_scheduler
 SCORE_METRIC = "val/mean_iu"  # Ray Train keeps the best checkpoints by this
 PREFETCH_BATCHES = 2
 SHUFFLE_BUFFER_BATCHES = 4  # rows held for the local shuffle, in batches
+STEP_REPORT_EVERY_S = 0.25  # rank 0 tells the driver its step at most this often: a call per step would add up
 
 
 @dataclass
@@ -60,13 +60,14 @@ class LoopSettings:
     initial_model: ray.ObjectRef | None  # bytes of an fcn_core checkpoint to start from; None when resuming
     resolved_config: dict[str, Any]  # saved in every checkpoint (holds the MLflow run id for --resume)
     run: TrackedRun | DisabledRun
+    progress: ray.actor.ActorHandle  # a `pipelines.runtime.progress.StepCounter` the driver shows; rank 0 reports
 
 
 def _quiet_training_reports() -> None:
     """Keep Ray Train's per-report INFO line (the whole metrics dict) out of the console.
 
     Ray Train 2.60 logs it through a logger named after its module's file path, which its own
-    ``LoggingConfig`` (set in `trainer.build_trainer`) does not reach; the job prints one line per epoch.
+    ``LoggingConfig`` (set in `trainer.build_trainer`) does not reach; the driver shows the job's progress.
     """
     with contextlib.suppress(ImportError):
         from ray.train.v2._internal.execution import context as train_context
@@ -110,8 +111,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batches = training_batches(ray.train.get_dataset_shard(TRAIN), config, len(settings.class_names),
                                        epoch, epoch_seed, device)
             started = time.perf_counter()
+            steps = _StepReports(settings.progress, epoch) if rank == 0 else None
             metrics["train/loss"], images = train_one_epoch(replica, optimizer, batches, normalization, device,
-                                                            amp=config.amp)
+                                                            amp=config.amp, on_step=steps)
+            if steps is not None:
+                steps.flush()
             metrics["train/images_per_s"] = images / (time.perf_counter() - started)
             scheduler.step()
             confusion = None
@@ -165,11 +169,13 @@ def train_one_epoch(
     device: torch.device,
     *,
     amp: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
     """One pass over this worker's batches (images uint8 (N, h, w, 3), masks int64 (N, h, w)).
 
     Returns the epoch's loss averaged over every valid pixel of every worker, and the number of
-    images all workers trained on. `amp`: bfloat16 autocast, on CUDA only.
+    images all workers trained on. `amp`: bfloat16 autocast, on CUDA only. `on_step`: called with
+    the number of steps done after each one.
 
     Each worker's loss is its sum over valid pixels divided by the valid pixels of the whole global
     batch (times the world size, which DDP's gradient averaging divides out again). So the step is
@@ -178,7 +184,7 @@ def train_one_epoch(
     replica.train()
     world_size = dist.get_world_size() if dist.is_initialized() else 1
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # (loss summed over valid pixels, valid pixels, images)
-    for images, masks in batches:
+    for step, (images, masks) in enumerate(batches, start=1):
         images = normalize_image(images.to(device, non_blocking=True), normalization)  # (N, 3, crop, crop)
         masks = masks.to(device, non_blocking=True)  # (N, crop, crop)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
@@ -192,6 +198,8 @@ def train_one_epoch(
         (loss * (valid * world_size / global_valid.clamp(min=1)).to(loss.dtype)).backward()
         optimizer.step()
         totals += torch.stack([loss.detach().to(torch.float64) * valid, valid, valid.new_tensor(len(masks))])
+        if on_step is not None:
+            on_step(step)
     if world_size > 1:
         dist.all_reduce(totals)
     return float(totals[0] / totals[1].clamp(min=1)), int(totals[2])
@@ -248,9 +256,7 @@ def _report(
     if rank != 0:
         ray.train.report(ray_metrics)
         return
-    # Not print(): Ray Train patches it on workers and, with stdout wrapped, it comes out twice.
-    sys.stdout.write(progress_line(epoch, settings.config.epochs, metrics) + "\n")
-    sys.stdout.flush()
+    settings.progress.say.remote(progress_line(epoch, settings.config.epochs, metrics))
     settings.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
     with tempfile.TemporaryDirectory(prefix="fcn-checkpoint-") as directory:
         write_epoch_checkpoint(
@@ -268,6 +274,24 @@ def progress_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     if "val/mean_iu" in metrics:
         line += f", val mean IU {metrics['val/mean_iu']:.3f}, pixel accuracy {metrics['val/pixel_accuracy']:.3f}"
     return line
+
+
+class _StepReports:
+    """Rank 0's steps of one epoch, told to the driver's `StepCounter` at most every `STEP_REPORT_EVERY_S`."""
+
+    def __init__(self, counter: ray.actor.ActorHandle, epoch: int):
+        self.counter, self.epoch = counter, epoch
+        self.step, self.told_at = 0, time.monotonic()
+        counter.at.remote(epoch, 0)
+
+    def __call__(self, step: int) -> None:
+        self.step = step
+        if time.monotonic() - self.told_at >= STEP_REPORT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self.counter.at.remote(self.epoch, self.step)
+        self.told_at = time.monotonic()
 
 
 SYSTEM_METRICS_INTERVAL_S = 5

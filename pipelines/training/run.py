@@ -7,11 +7,12 @@ A resumed run (``--resume``) continues the MLflow run whose id its checkpoints c
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from fcn_core.novelty import CONFIG_KEY as NOVELTY_KEY
 from pipelines.errors import ConfigError
 from pipelines.io import storage
 from pipelines.runtime.job_runner import connect_ray
+from pipelines.runtime.progress import Progress, StepCounter, polling
 from pipelines.tracking.client import TrackingSettings
 from pipelines.tracking.models import (
     CHAMPION_ALIAS,
@@ -37,7 +39,13 @@ from pipelines.tracking.runs import TrackedRun, start_run
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.classes import class_names_of
 from pipelines.training.config import NO_WEIGHTS, TrainConfig
-from pipelines.training.data import decode_rows, list_training_data, novelty_reference, read_split
+from pipelines.training.data import (
+    decode_rows,
+    list_training_data,
+    novelty_reference,
+    read_split,
+    steps_per_epoch,
+)
 from pipelines.training.loop import LoopSettings
 from pipelines.training.reporting import prediction_panel
 from pipelines.training.resources import DATA_CPUS
@@ -93,9 +101,11 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
         run.log_dict(resolved, "config/resolved_config.json")
         run.log_inputs(data.inputs)
         run.set_tags({TRAINING_DATA_DIGEST_TAG: data.train_digest})
+        counter = ray.remote(num_cpus=0, max_restarts=0)(StepCounter).remote()
         loop_settings = LoopSettings(config=config, class_names=class_names, initial_model=initial,
-                                     resolved_config=resolved, run=run)
-        result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
+                                     resolved_config=resolved, run=run, progress=counter)
+        with _showing_steps(counter, config, steps_per_epoch(len(data.train), config), log):
+            result = fit(build_trainer(loop_settings, train=train, val=val), run_uri)
         log(f"best checkpoint {result.best_checkpoint}: "
             f"mean IU {result.best_metrics.get('val/mean_iu', float('nan')):.3f}")
         model_uri = alias_uri = champion_uri = None
@@ -115,6 +125,25 @@ def run_training(config: TrainConfig, *, log: Callable[[str], None] = print) -> 
     return TrainingOutcome(run_uri=run_uri, best_checkpoint=result.best_checkpoint,
                            best_metrics=result.best_metrics, mlflow_run_id=run.run_id, model_uri=model_uri,
                            alias_uri=alias_uri, champion_uri=champion_uri)
+
+
+@contextlib.contextmanager
+def _showing_steps(counter, config: TrainConfig, steps: int, log: Callable[[str], None]) -> Iterator[None]:
+    """Show rank 0's steps (told to ``counter``) while the block trains: a bar or a line every few
+    seconds, with the run's ETA, and each epoch's line as rank 0 finishes it."""
+    progress = Progress("trained", total=config.epochs * steps, unit="steps", counts_errors=False, log=log)
+
+    def show() -> None:
+        epoch, step, lines = ray.get(counter.read.remote())
+        for line in lines:
+            progress.write(line)
+        progress.report(epoch * steps + step, note=f"epoch {epoch + 1}/{config.epochs}, step {step}/{steps}")
+
+    try:
+        with polling(show):
+            yield
+    finally:
+        progress.close()
 
 
 def _check_resume(config: TrainConfig, run_uri: str) -> str | None:
