@@ -276,3 +276,9 @@ def test_two_nights_one_from_the_systemd_service_one_from_the_cron_line(champion
     [experiment] = [e for e in MlflowClient(store).search_experiments() if e.name == "nightly_label"]
     assert len(MlflowClient(store).search_runs([experiment.experiment_id])) == 2
     assert list((paths["state"] / "labels" / "review").glob("date=*/index.html"))
+
+
+def test_the_readme_shows_the_crontab_line_as_the_file_has_it():
+    """The README's cron line is the one this file's tests run: copied by hand, it must not drift."""
+    [line] = [line for line in CRONTAB.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert f"\n{line}\n" in (REPO / "README.md").read_text()
