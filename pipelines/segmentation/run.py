@@ -242,6 +242,10 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
     summary_uri = storage.join(config.output, SUMMARY_NAME)
     policy = SkipPolicy(match_etag=config.incremental, match_model_version=config.reprocess_on_model_change)
     owner = f"segment_bucket pid {os.getpid()} on {socket.gethostname()}"
+    if config.overwrite or table.num_rows() == 0:
+        # A run that will segment whatever it finds: its checkpoint is read (and a hostile one refused) before
+        # anything is written. An output with rows may have nothing new: its run reads the checkpoint only if it must.
+        checked = checked.with_checkpoint()
 
     with OutputLock(config.output, owner=owner):
         if config.overwrite:

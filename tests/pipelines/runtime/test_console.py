@@ -38,10 +38,10 @@ def test_mlflow_records_and_notices_go_to_the_job_log_and_only_warnings_to_the_c
     saved = mlflow_logger.handlers, logging_utils.MLFLOW_LOGGING_STREAM
     try:
         route_mlflow_logs()
+        path = JOB_LOG.open(str(tmp_path))  # a job earlier in this process may have opened one elsewhere
         logging_utils.eprint("Successfully registered model 'fcn'.")
         logging.getLogger("mlflow.tracking.fluent").info("Experiment with name 'x' does not exist.")
         logging.getLogger("mlflow.tracking.fluent").warning("the server is slow")
-        path = JOB_LOG.open(str(tmp_path))
     finally:
         mlflow_logger.handlers, logging_utils.MLFLOW_LOGGING_STREAM = saved
     logged = Path(path).read_text()
