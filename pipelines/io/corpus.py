@@ -50,10 +50,9 @@ from pipelines.io.listing import (
     plan_shards,
     read_manifest_batches,
 )
+from pipelines.io.read_settings import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS
 from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy
 
-DEFAULT_ROWS_PER_BLOCK = 64
-DEFAULT_FETCH_CONCURRENCY = 16
 BLOCK_TARGET_BYTES = 8 * 1024 * 1024
 # Pages the driver reads looking for a first image before leaving the search to the read tasks.
 VALIDATION_PAGES = 10
@@ -65,10 +64,6 @@ VALIDATION_PAGES = 10
 LISTING_TASK_CPUS = 0
 CPUS_PER_LIST_TASK = 8
 MAX_CONCURRENT_LIST_TASKS = 8
-# One CPU per fetch task: its `fetch_concurrency` threads already keep many GETs in flight, and a
-# fractional request would let Ray start a worker process per task (dozens on a small machine,
-# each importing s3fs: measured 4x slower). Callers that must fit beside training pass less.
-FETCH_TASK_CPUS = 1
 
 
 def _to_block(objects: list[ObjectInfo]) -> pa.Table:

@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
 from fcn_core.masks import IGNORE_INDEX, decode_mask_png
 from pipelines.errors import ImageDecodeError, LabelError
 from pipelines.io import storage
-from pipelines.io.corpus import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS, attach_bytes
 from pipelines.io.decode import DEFAULT_MAX_PIXELS, decode_image
 from pipelines.io.layouts import LAYOUTS
 from pipelines.io.lineage import DataInput, SetDigest
 from pipelines.io.listing import CorpusFilter, is_manifest, iter_objects
+from pipelines.io.read_settings import DEFAULT_FETCH_CONCURRENCY, DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS
 from pipelines.io.storage import DEFAULT_RETRY, RetryPolicy
 from pipelines.io.stores import ObjectInfo
+
+if TYPE_CHECKING:
+    import ray.data
 
 _MASK_FILTER = CorpusFilter(extensions=("png",))
 MASK_SHA256 = "mask_sha256"  # a manifest column: the mask file's content hash, so the digest sees a corrected mask
@@ -173,6 +176,10 @@ def read_labelled(source: LabelledSource | list[tuple[str, str]], *,
                   retry: RetryPolicy = DEFAULT_RETRY, fetch_cpus: float = FETCH_TASK_CPUS) -> ray.data.Dataset:
     """The pairs of ``source`` (or pairs listed already) as a dataset of
     image_uri, mask_uri, image_bytes, mask_bytes, error."""
+    import ray  # here: listing a labelled set (a job's input check) needs no Ray
+
+    from pipelines.io.corpus import attach_bytes
+
     pairs = list_labelled_pairs(source) if isinstance(source, LabelledSource) else source
     listed = ray.data.from_items([{"image_uri": image, "mask_uri": mask} for image, mask in pairs],
                                  override_num_blocks=max(1, -(-len(pairs) // rows_per_block)))

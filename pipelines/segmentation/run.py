@@ -20,18 +20,11 @@ import ray
 from fcn_core.masks import LABELMAP_NAME, labelmap_class_names, labelmap_text
 from pipelines.errors import ErrorFractionExceeded
 from pipelines.io import storage
-from pipelines.io.corpus import (
-    DEFAULT_ROWS_PER_BLOCK,
-    FETCH_TASK_CPUS,
-    ListingPlan,
-    attach_bytes,
-    list_corpus,
-    list_on_driver,
-    plan_from_listing,
-)
+from pipelines.io.corpus import ListingPlan, attach_bytes, list_corpus, list_on_driver, plan_from_listing
 from pipelines.io.lineage import DataInput
 from pipelines.io.listing import ObjectInfo
 from pipelines.io.output_lock import OutputLock
+from pipelines.io.read_settings import DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS
 from pipelines.runtime.job_runner import connect_ray
 from pipelines.runtime.progress import Progress, polling
 from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
