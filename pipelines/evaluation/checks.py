@@ -12,7 +12,7 @@ from pipelines.evaluation.config import EvaluationConfig
 from pipelines.io import storage
 from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled
 from pipelines.tracking.redaction import redact
-from pipelines.tracking.store import missing_store_reason, resolve_tracking_uri
+from pipelines.tracking.store import check_reference_store
 
 
 def list_evaluation_pairs(config: EvaluationConfig) -> LabelledListing:
@@ -24,10 +24,7 @@ def check_evaluation_inputs(config: EvaluationConfig, references: Sequence[str])
     """The listing of ``config``'s held-out set, once it and every reference are found to exist."""
     listing = list_evaluation_pairs(config)
     for reference in references:
-        if reference.startswith(("models:/", "runs:/")):
-            reason = missing_store_reason(resolve_tracking_uri())
-            if reason:
-                raise ModelReferenceError(f"{reference}: {redact(reason)}")
-        elif not storage.exists(reference):
+        check_reference_store(reference)
+        if not reference.startswith(("models:/", "runs:/")) and not storage.exists(reference):
             raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(reference)}")
     return listing

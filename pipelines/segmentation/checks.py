@@ -19,7 +19,7 @@ from pipelines.io.listing import CorpusFilter
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.stats.keys import MASKS_DIR
 from pipelines.stats.table import StatsTable
-from pipelines.tracking.store import resolve_tracking_uri
+from pipelines.tracking.store import check_reference_store, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from pipelines.tracking.client import TrackingSettings
@@ -63,7 +63,7 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
     StatsTable.of(config.output).check_partitioning(None if config.overwrite else config.stats_partition)
 
     from pipelines.tracking.client import TrackingSettings, check_tracking_server
-    from pipelines.tracking.models import check_reference_store, registered_version
+    from pipelines.tracking.models import registered_version
 
     settings = TrackingSettings(enabled=config.tracking, tracking_uri=resolve_tracking_uri(),
                                 experiment=config.experiment)

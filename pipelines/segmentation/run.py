@@ -249,8 +249,6 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             provenance = Provenance(model=redact(config.model), model_version=model_version, run_id=run.run_id)
             _adopt_part_files(table, log)
             base = table.read_totals()
-            if table.num_rows() > DRIVER_LEDGER_ROWS:
-                connect_ray()  # the ledger is hashed by a Ray task
             skip = load_skip_set(table, policy)
             log(f"{skip.rows} rows recorded in {table.uri}; looking for the images not yet done"
                 f"{_done_criteria(policy)}")

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from pipelines.runtime.job_runner import connect_ray
 from pipelines.stats.table import StatsTable
 
 DRIVER_LEDGER_ROWS = 200_000
@@ -100,12 +101,14 @@ def hash_ledger(table: StatsTable, policy: SkipPolicy) -> tuple[np.ndarray, np.n
 def load_skip_set(table: StatsTable, policy: SkipPolicy) -> SkipSet:
     """The skip set of ``table``, hashed on the driver when small, else by a Ray task (the driver holds refs only).
 
-    Only the large case needs Ray: the caller has connected to it by then (`SkipSet.shared` likewise).
+    Only the large case needs Ray, and joins or starts it (`connect_ray`); `SkipSet.shared` is for
+    callers already on Ray.
     """
     rows = table.num_rows()
     if rows <= DRIVER_LEDGER_ROWS:
         done, seen = hash_ledger(table, policy)
         return SkipSet(done=done, seen=seen, rows=rows)
+    connect_ray()
     done_ref, seen_ref = ray.remote(num_cpus=1, num_returns=2)(hash_ledger).remote(table, policy)
     return SkipSet(done=done_ref, seen=None if policy.uri_only else seen_ref, rows=rows)
 

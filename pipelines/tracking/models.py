@@ -39,7 +39,7 @@ from pipelines.errors import ModelReferenceError
 from pipelines.io import storage
 from pipelines.tracking.client import mlflow_client
 from pipelines.tracking.redaction import plain_config, redact
-from pipelines.tracking.store import CHOOSE_A_STORE, describe_store, missing_store_reason, resolve_tracking_uri
+from pipelines.tracking.store import CHOOSE_A_STORE, check_reference_store, describe_store, resolve_tracking_uri
 
 CHECKPOINT_FILE_NAME = "checkpoint.pt"
 CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
@@ -174,19 +174,6 @@ def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | Non
         if error.error_code in _NOT_FOUND:
             return None
         raise
-
-
-def check_reference_store(reference: str, tracking_uri: str | None = None) -> None:
-    """Raise ``ModelReferenceError`` if ``reference`` reads a registry or run from a SQLite store that does not exist.
-
-    Jobs call it before anything opens the store (opening one creates it): a job started in the wrong
-    folder or without ``MLFLOW_TRACKING_URI`` says which store it looked in, and leaves no empty store behind.
-    """
-    if not reference.startswith(("models:/", "runs:/")):
-        return
-    reason = missing_store_reason(tracking_uri or resolve_tracking_uri())
-    if reason:
-        raise ModelReferenceError(f"{reference}: {redact(reason)}")
 
 
 def _how_to_set_alias(name: str, alias: str) -> str:

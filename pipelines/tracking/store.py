@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipelines.errors import ModelReferenceError
+from pipelines.tracking.redaction import redact
+
 STORE_FILE_NAME = "mlruns.db"
 ARTIFACTS_DIR_NAME = "mlruns"
 SQLITE_PREFIX = "sqlite:///"
@@ -73,6 +76,19 @@ def missing_store_reason(tracking_uri: str) -> str | None:
         return (f"{describe_store(tracking_uri)} does not exist; to use the store in this folder, "
                 f"export MLFLOW_TRACKING_URI={SQLITE_PREFIX}{here}")
     return f"{describe_store(tracking_uri)} does not exist; {CHOOSE_A_STORE}"
+
+
+def check_reference_store(reference: str, tracking_uri: str | None = None) -> None:
+    """Raise ``ModelReferenceError`` if ``reference`` reads a registry or run from a SQLite store that does not exist.
+
+    Jobs call it before anything opens the store (opening one creates it): a job started in the wrong
+    folder or without ``MLFLOW_TRACKING_URI`` says which store it looked in, and leaves no empty store behind.
+    """
+    if not reference.startswith(("models:/", "runs:/")):
+        return
+    reason = missing_store_reason(tracking_uri or resolve_tracking_uri())
+    if reason:
+        raise ModelReferenceError(f"{reference}: {redact(reason)}")
 
 
 def stray_store_notice(tracking_uri: str) -> str | None:
