@@ -12,7 +12,8 @@ from pipelines.evaluation.config import EvaluationConfig
 from pipelines.io import storage
 from pipelines.io.labelled import LabelledListing, LabelledSource, list_labelled
 from pipelines.tracking.redaction import redact
-from pipelines.tracking.store import check_reference_store
+from pipelines.tracking.references import check_reference
+from pipelines.tracking.store import resolve_tracking_uri
 
 
 def list_evaluation_pairs(config: EvaluationConfig) -> LabelledListing:
@@ -24,7 +25,7 @@ def check_evaluation_inputs(config: EvaluationConfig, references: Sequence[str])
     """The listing of ``config``'s held-out set, once it and every reference are found to exist."""
     listing = list_evaluation_pairs(config)
     for reference in references:
-        check_reference_store(reference)
+        check_reference(reference, resolve_tracking_uri())
         if not reference.startswith(("models:/", "runs:/")) and not storage.exists(reference):
             raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(reference)}")
     return listing

@@ -38,12 +38,8 @@ from pipelines.io.labelled import LabelledListing
 from pipelines.runtime.job_runner import connect_ray
 from pipelines.stats.keys import column_suffixes
 from pipelines.tracking.client import TrackingSettings, check_tracking_server
-from pipelines.tracking.models import (
-    CHAMPION_ALIAS,
-    ResolvedModel,
-    get_model_version_by_alias,
-    resolve_model_reference,
-)
+from pipelines.tracking.models import ResolvedModel, get_model_version_by_alias, resolve_model_reference
+from pipelines.tracking.references import CHAMPION_ALIAS
 from pipelines.tracking.runs import TrackedRun, start_run
 
 PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pipelines.errors import PromotionError
 from pipelines.evaluation.evaluate import ModelEvaluation
-from pipelines.tracking.models import CHAMPION_ALIAS, set_model_alias, set_model_version_tags
+from pipelines.tracking.models import set_model_alias, set_model_version_tags
+from pipelines.tracking.references import CHAMPION_ALIAS
 
 REGISTRY_PREFIX = "models:/"
 

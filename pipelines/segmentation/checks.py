@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipelines.io import storage
-from pipelines.io.corpus import ListingPlan, plan_listing
 from pipelines.io.listing import CorpusFilter
+from pipelines.io.listing_plan import ListingPlan, plan_listing
 from pipelines.segmentation.config import SegmentConfig
 from pipelines.stats.keys import MASKS_DIR
 from pipelines.stats.table import StatsTable
-from pipelines.tracking.store import check_reference_store, resolve_tracking_uri
+from pipelines.tracking.references import check_reference
+from pipelines.tracking.store import resolve_tracking_uri
 
 if TYPE_CHECKING:
     from pipelines.tracking.client import TrackingSettings
@@ -62,12 +63,13 @@ def check_inputs(config: SegmentConfig) -> CheckedInputs:
     storage.check_writable(config.output)
     StatsTable.of(config.output).check_partitioning(None if config.overwrite else config.stats_partition)
 
+    tracking_uri = resolve_tracking_uri()
+    check_reference(config.model, tracking_uri)  # a misspelt model name: answered before MLflow is imported
+
     from pipelines.tracking.client import TrackingSettings, check_tracking_server
     from pipelines.tracking.models import registered_version
 
-    settings = TrackingSettings(enabled=config.tracking, tracking_uri=resolve_tracking_uri(),
-                                experiment=config.experiment)
-    check_reference_store(config.model, settings.tracking_uri)
+    settings = TrackingSettings(enabled=config.tracking, tracking_uri=tracking_uri, experiment=config.experiment)
     if settings.enabled:
         check_tracking_server(settings.tracking_uri)
     if config.model.startswith("models:/"):

@@ -9,32 +9,26 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
-from fcn_core.masks import LABELMAP_NAME, labelmap_class_names, labelmap_text
+from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from pipelines.errors import ErrorFractionExceeded
 from pipelines.io import storage
-from pipelines.io.corpus import ListingPlan, attach_bytes, list_corpus, list_on_driver, plan_from_listing
 from pipelines.io.lineage import DataInput
 from pipelines.io.listing import ObjectInfo
+from pipelines.io.listing_plan import ListingPlan, list_on_driver, plan_from_listing
 from pipelines.io.output_lock import OutputLock
 from pipelines.io.read_settings import DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS
 from pipelines.runtime.job_runner import connect_ray
-from pipelines.runtime.progress import Progress, polling
-from pipelines.runtime.resources import ResourcePlan, plan_for_cluster
 from pipelines.segmentation.checks import CheckedInputs, check_inputs, corpus_filter
 from pipelines.segmentation.config import SegmentConfig
-from pipelines.segmentation.prepare import prepare_images
 from pipelines.segmentation.previews import ATTEMPTS_PER_PREVIEW, log_previews, sample_good_rows
 from pipelines.segmentation.summary import SegmentSummary
-from pipelines.segmentation.write import WRITE_BATCH_ROWS, WriteOutputs
-from pipelines.stats.committer import CommitReport, StatsCommitter
+from pipelines.stats.committer import CommitReport
 from pipelines.stats.keys import MASKS_DIR, column_suffixes
 from pipelines.stats.ledger import DRIVER_LEDGER_ROWS, SkipPolicy, SkipSet, drop_done, load_skip_set
 from pipelines.stats.rows import Provenance
@@ -55,29 +49,6 @@ class SegmentResult:
     run_id: str | None
 
 
-def _build_dataset(config: SegmentConfig, plan: ResourcePlan, checkpoint_ref, class_names: list[str],
-                   provenance: Provenance, listed, committer):
-    """The streaming graph over ``listed`` (uri, key, size, etag): fetch -> decode -> segment -> write."""
-    from pipelines.segmentation.stages import SegmentImages  # torch: imported by runs that segment, only
-
-    fetched = attach_bytes(listed)
-    prepared = fetched.map_batches(prepare_images, fn_kwargs={"max_side": config.max_side,
-                                                              "max_pixels": config.max_pixels},
-                                   batch_size=config.batch_size, batch_format="numpy",
-                                   num_cpus=FETCH_TASK_CPUS)  # the fetch's request: Ray runs both in one task
-    segmented = prepared.map_batches(
-        SegmentImages,
-        fn_constructor_args=([checkpoint_ref],), batch_size=config.batch_size, batch_format="numpy",
-        **plan.model_actor_options(progress=committer),
-    )
-    return segmented.map_batches(
-        WriteOutputs,
-        fn_constructor_args=(config.output, class_names, provenance, committer),
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, plan.num_actors)),
-        batch_size=WRITE_BATCH_ROWS, batch_format="numpy", num_cpus=plan.cpus_per_task,
-    )
-
-
 @dataclass(frozen=True)
 class NewImages:
     """What a run has to segment: a listing to stream, how many images (when known) and how many it relabels."""
@@ -95,6 +66,8 @@ def _keep_new_on_driver(listing: Sequence[ObjectInfo], skip: SkipSet, policy: Sk
     if skip.rows <= DRIVER_LEDGER_ROWS:
         keep = drop_done
     else:
+        import ray
+
         keep = lambda *args, **kwargs: ray.get(ray.remote(num_cpus=1)(drop_done).remote(*args, **kwargs))  # noqa: E731
     kept = keep(listed, skip=skip, policy=policy, model_version=model_version)
     return [listing[index] for index in kept["index"].to_pylist()], int(pc.sum(kept["seen"]).as_py() or 0)
@@ -111,18 +84,22 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     a model, and a rerun with new images knows how many there are.
     """
     flt = corpus_filter(config)
-    if skip.rows == 0:
-        connect_ray()
-        return NewImages(list_corpus(config.input, flt, plan=checked), None if checked.producers else
-                         len(checked.head), 0)
-    listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
+    listing = None
+    if skip.rows:
+        listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
     if listing is not None:
         kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
-        if kept:
-            connect_ray()
-        listed = list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)) if kept else None
-        return NewImages(listed, len(kept), relabelled)
+        if not kept:
+            return NewImages(None, 0, relabelled)  # the usual night: no Ray, not even imported
+    from pipelines.io.corpus import list_corpus  # Ray Data
+
     connect_ray()
+    if listing is not None:
+        return NewImages(list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)), len(kept),
+                         relabelled)
+    if skip.rows == 0:
+        return NewImages(list_corpus(config.input, flt, plan=checked), None if checked.producers else
+                         len(checked.head), 0)
     new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK, regroup=False).map_batches(
         drop_done, fn_kwargs={"skip": skip.shared(), "policy": policy, "model_version": model_version},
         batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
@@ -132,23 +109,6 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     # so the fetch stage does not start a task for each of them.
     listed = new.repartition(-(-count // DEFAULT_ROWS_PER_BLOCK)) if count else None
     return NewImages(listed, count, relabelled)
-
-
-def _stream(dataset, progress: Progress, committer) -> float:
-    """Drive the pipeline, showing progress; returns how long it ran.
-
-    Statuses reach the driver a write batch at a time; between them the display shows what the
-    model stage has finished, as told to ``committer`` (the run's `StatsCommitter` actor).
-    """
-    counts = {"ok": 0, "error": 0}
-    started = time.monotonic()
-    with polling(lambda: progress.report(*ray.get(committer.segmented.remote()))):
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for status in batch["status"]:
-                counts[status] += 1
-    progress.report(counts["ok"] + counts["error"], counts["error"])
-    progress.close()
-    return time.monotonic() - started
 
 
 def _done_criteria(policy: SkipPolicy) -> str:
@@ -168,6 +128,8 @@ def _current_totals(table: StatsTable, base: Totals | None, this_run: CommitRepo
     """
     if base is not None and relabelled == 0:
         return base.plus(this_run.totals)
+    import ray
+
     connect_ray()
     return ray.get(ray.remote(num_cpus=1)(StatsTable.scan_totals).remote(table, class_names))
 
@@ -178,36 +140,6 @@ def _adopt_part_files(table: StatsTable, log) -> None:
         log(f"converting the statistics part files in {table.uri} into a Delta table (once, in place)")
         table.convert_legacy_parts()
         table.compact()
-
-
-def _segment(config: SegmentConfig, checked: CheckedInputs, new: NewImages, provenance: Provenance, run,
-             log) -> tuple[float, float | None, CommitReport]:
-    """Stream ``new`` through the model on Ray: (seconds, model start-up seconds or None, this run's report)."""
-    storage.write_bytes_atomic(storage.join(config.output, LABELMAP_NAME),
-                               labelmap_text(checked.class_names).encode())
-    connect_ray()
-    plan = plan_for_cluster(num_actors=config.num_actors, cpus_per_actor=config.cpus_per_actor,
-                            gpus_per_actor=config.gpus_per_actor)
-    resources = ray.cluster_resources()
-    # The plan the flags (cpus_per_actor, ... as given, None for "choose") came to on this cluster.
-    run.log_params({"plan.actors": plan.num_actors, "plan.cpus_per_actor": plan.cpus_per_actor,
-                    "plan.gpus_per_actor": plan.gpus_per_actor, "cluster_cpus": resources.get("CPU", 0),
-                    "cluster_gpus": resources.get("GPU", 0)})
-    count = "the new images" if new.count is None else f"{new.count} images"
-    log(f"segmenting {count} with {plan.num_actors} actor(s) x {plan.cpus_per_actor:g} CPU / "
-        f"{plan.gpus_per_actor:g} GPU")
-    committer = ray.remote(num_cpus=0, max_restarts=0)(StatsCommitter).remote(
-        config.output, checked.class_names, partition=config.stats_partition, run_id=run.run_id,
-        commit_rows=config.commit_rows, commit_seconds=config.commit_seconds,
-        sample_rows=config.previews * ATTEMPTS_PER_PREVIEW)
-    dataset = _build_dataset(config, plan, ray.put(checked.checkpoint), checked.class_names, provenance,
-                             new.listed, committer)
-    started_at = time.time()
-    seconds = _stream(dataset, Progress("segmented", total=new.count, log=log), committer)
-    this_run = ray.get(committer.finish.remote())
-    ready_at = this_run.model_ready_at  # None when no model actor was ever ready
-    startup = None if ready_at is None else min(max(ready_at - started_at, 0.0), seconds)
-    return seconds, startup, this_run
 
 
 def _output_class_names(output_uri: str) -> list[str] | None:
@@ -260,7 +192,10 @@ def run_segmentation(config: SegmentConfig, checked: CheckedInputs | None = None
             else:
                 checked = checked.with_checkpoint()
                 class_names = checked.class_names
-                seconds, startup, this_run = _segment(config, checked, new, provenance, run, log)
+                from pipelines.segmentation.stream import segment_images  # Ray and torch: runs with work, only
+
+                seconds, startup, this_run = segment_images(config, checked, new.listed, new.count, provenance,
+                                                            run, log)
             totals = _current_totals(table, base, this_run, new.relabelled, class_names)
             if this_run.version is not None or base is None:
                 table.write_totals(totals)

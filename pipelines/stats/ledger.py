@@ -17,13 +17,16 @@ from __future__ import annotations
 import atexit
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import ray
 
 from pipelines.runtime.job_runner import connect_ray
 from pipelines.stats.table import StatsTable
+
+if TYPE_CHECKING:
+    import ray  # imported where a large table needs it: a small rerun runs without Ray
 
 DRIVER_LEDGER_ROWS = 200_000
 
@@ -64,11 +67,17 @@ class SkipSet:
 
 
 def _shared(hashes: np.ndarray | ray.ObjectRef) -> ray.ObjectRef:
+    import ray
+
     return ray.put(hashes) if isinstance(hashes, np.ndarray) else hashes
 
 
 def _local(hashes: np.ndarray | ray.ObjectRef) -> np.ndarray:
-    return ray.get(hashes) if isinstance(hashes, ray.ObjectRef) else hashes
+    if isinstance(hashes, np.ndarray):
+        return hashes  # a small table's set, held by the driver: no Ray involved
+    import ray
+
+    return ray.get(hashes)
 
 
 def hash_ledger(table: StatsTable, policy: SkipPolicy) -> tuple[np.ndarray, np.ndarray | None]:
@@ -108,6 +117,8 @@ def load_skip_set(table: StatsTable, policy: SkipPolicy) -> SkipSet:
     if rows <= DRIVER_LEDGER_ROWS:
         done, seen = hash_ledger(table, policy)
         return SkipSet(done=done, seen=seen, rows=rows)
+    import ray
+
     connect_ray()
     done_ref, seen_ref = ray.remote(num_cpus=1, num_returns=2)(hash_ledger).remote(table, policy)
     return SkipSet(done=done_ref, seen=None if policy.uri_only else seen_ref, rows=rows)

@@ -39,7 +39,13 @@ from pipelines.errors import ModelReferenceError
 from pipelines.io import storage
 from pipelines.tracking.client import mlflow_client
 from pipelines.tracking.redaction import plain_config, redact
-from pipelines.tracking.store import CHOOSE_A_STORE, check_reference_store, describe_store, resolve_tracking_uri
+from pipelines.tracking.references import (
+    CHAMPION_ALIAS,
+    missing_alias_error,
+    parse_registry_reference,
+    unknown_model_error,
+)
+from pipelines.tracking.store import check_reference_store, describe_store, resolve_tracking_uri
 
 CHECKPOINT_FILE_NAME = "checkpoint.pt"
 CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
@@ -48,8 +54,6 @@ CHECKPOINT_IN_MODEL = f"extra_files/{CHECKPOINT_FILE_NAME}"
 EXAMPLE_SHAPE = (2, 3, 64, 64)
 # What the registry answers for a name, version or alias that does not exist (MLflow uses both).
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-# The alias the nightly job and the labelling loop label with; compare_models.py --promote moves it.
-CHAMPION_ALIAS = "champion"
 FIRST_CHAMPION_REASON = "first version of this registered model: a name starts with a champion"
 
 
@@ -176,12 +180,6 @@ def get_model_version_by_alias(name: str, alias: str, *, tracking_uri: str | Non
         raise
 
 
-def _how_to_set_alias(name: str, alias: str) -> str:
-    return (f"point it at a version with: python jobs/compare_models.py --models models:/{name}/VERSION "
-            f"--data LABELLED_SET --promote" if alias == CHAMPION_ALIAS else
-            f"point it at a version with MlflowClient().set_registered_model_alias('{name}', '{alias}', VERSION)")
-
-
 def registered_version(reference: str, *, tracking_uri: str | None = None) -> ResolvedModel:
     """The registry version a ``models:/`` reference names, looked up without downloading anything.
 
@@ -197,28 +195,21 @@ def registered_version(reference: str, *, tracking_uri: str | None = None) -> Re
 def _lookup_registered(reference: str, tracking_uri: str):
     """(name, MLflow ModelVersion) of a ``models:/`` reference; ModelReferenceError saying what is missing."""
     check_reference_store(reference, tracking_uri)
+    parsed = parse_registry_reference(reference)
     client = mlflow_client(tracking_uri)
-    body = reference[len("models:/"):]
-    name, at, alias = body.partition("@")
-    if at and name and alias and "/" not in alias:
-        lookup, what = ((lambda: client.get_model_version_by_alias(name, alias)),
-                        f"no alias '{alias}'; {_how_to_set_alias(name, alias)}")
-    else:
-        name, slash, version = body.partition("/")
-        if not (slash and name and version.isdigit()):
-            raise ModelReferenceError(f"{reference}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        lookup, what = (lambda: client.get_model_version(name, version)), f"no version {version}"
     try:
-        model_version = lookup()
+        model_version = (client.get_model_version_by_alias(parsed.name, parsed.alias) if parsed.alias else
+                         client.get_model_version(parsed.name, parsed.version))
     except MlflowException as error:
         if error.error_code not in _NOT_FOUND:
             raise
-        if not _registered_model_exists(client, name):
-            raise ModelReferenceError(f"{reference}: no registered model named '{name}' in "
-                                      f"{describe_store(redact(tracking_uri))}; register one with train_fcn.py "
-                                      f"--register-as {name}, or {CHOOSE_A_STORE}") from None
-        raise ModelReferenceError(f"{reference}: registered model '{name}' has {what}") from None
-    return name, model_version
+        if not _registered_model_exists(client, parsed.name):
+            raise unknown_model_error(reference, parsed.name, tracking_uri) from None
+        if parsed.alias:
+            raise missing_alias_error(parsed) from None
+        raise ModelReferenceError(f"{reference}: registered model '{parsed.name}' has no version {parsed.version}") \
+            from None
+    return parsed.name, model_version
 
 
 def _resolve_registered(reference: str, download_dir: str | None, tracking_uri: str) -> ResolvedModel:

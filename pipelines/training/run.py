@@ -28,13 +28,9 @@ from pipelines.io import storage
 from pipelines.runtime.job_runner import connect_ray
 from pipelines.runtime.progress import Progress, StepCounter, polling
 from pipelines.tracking.client import TrackingSettings
-from pipelines.tracking.models import (
-    CHAMPION_ALIAS,
-    log_checkpoint_model,
-    resolve_model_reference,
-    set_model_version_tags,
-)
+from pipelines.tracking.models import log_checkpoint_model, resolve_model_reference, set_model_version_tags
 from pipelines.tracking.plots import confusion_matrix_png, per_class_iu_png
+from pipelines.tracking.references import CHAMPION_ALIAS
 from pipelines.tracking.runs import TrackedRun, start_run
 from pipelines.training.checkpoints import VALIDATION_FILE, epoch_of, latest_checkpoint, run_directory
 from pipelines.training.classes import class_names_of

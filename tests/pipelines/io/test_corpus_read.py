@@ -18,12 +18,11 @@ from pipelines.io.corpus import (
     attach_bytes,
     fetch_batch,
     list_corpus,
-    list_on_driver,
-    plan_from_listing,
     read_corpus,
 )
 from pipelines.io.decode import decode_image
 from pipelines.io.listing import CorpusFilter, iter_objects, write_manifest
+from pipelines.io.listing_plan import list_on_driver, plan_from_listing
 from pipelines.io.storage import RetryPolicy
 
 COLUMNS = ["uri", "key", "size", "etag", "bytes", "error"]

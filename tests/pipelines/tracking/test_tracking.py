@@ -25,6 +25,7 @@ from pipelines.tracking.models import (
     set_model_alias,
 )
 from pipelines.tracking.redaction import MASK, MAX_PARAM_VALUE_LENGTH, flatten_params, is_secret_name, redact
+from pipelines.tracking.references import check_reference
 from pipelines.tracking.runs import DisabledRun, start_run
 from pipelines.tracking.store import resolve_tracking_uri
 
@@ -328,10 +329,36 @@ def test_bad_references_fail_with_one_line_naming_them(local_store, tiny_checkpo
            f"runs:/{run.run_id}": "expected runs:/RUN_ID/PATH",
            f"runs:/{run.run_id}/folder": "is a directory",
            str(tmp_path / "missing.pt"): "no checkpoint file"}
+    answered_without_mlflow = []
     for reference, reason in bad.items():
         with pytest.raises(ModelReferenceError, match=reason) as caught:
             resolve_model_reference(reference, download_dir=str(tmp_path / "dl"))
         assert str(caught.value).startswith(reference) and "\n" not in str(caught.value)
+        # The quick check (SQLite tables, no MLflow) says exactly the same, or leaves the answer to MLflow.
+        try:
+            check_reference(reference, resolve_tracking_uri())
+        except ModelReferenceError as quick:
+            assert str(quick) == str(caught.value)
+            answered_without_mlflow.append(reference)
+    assert answered_without_mlflow == ["models:/empty@champion", "models:/fcn@nope", "models:/missing@champion",
+                                       "models:/fcn"]
+    check_reference("models:/fcn@champion", resolve_tracking_uri())  # what exists passes
+
+
+def test_the_quick_reference_check_imports_no_mlflow_and_leaves_unknown_stores_to_it(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    not_a_registry = tmp_path / "other.db"
+    sqlite3.connect(not_a_registry).close()  # an empty database: no registry tables to read
+    uri = f"sqlite:///{not_a_registry}"
+    check_reference("models:/fcn@champion", uri)  # unknown: MLflow answers it later
+    check_reference("models:/fcn@champion", "http://127.0.0.1:9")  # a server: likewise
+    probe = ("import sys\nfrom pipelines.tracking.references import check_reference\n"
+             f"check_reference('models:/fcn@champion', {uri!r})\nprint('mlflow' in sys.modules)")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
 
 
 def test_log_checkpoint_model_needs_an_active_run(tiny_checkpoint):
