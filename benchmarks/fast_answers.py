@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted(path.name for path in (ROOT / "jobs").glob("[a-z]*.py"))
 MODEL_NAME = "fast-answers"
 GOALS = {"help": 1.0, "mistake": 2.0, "nothing new": 5.0}
+HEAVY_MODULES = ("ray", "torch", "mlflow")
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path, *, expect: int) -> tuple[float, str]:
@@ -43,6 +44,15 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, *, expect: int) -> tu
                          f"{result.stdout}{result.stderr}")
     lines = (result.stderr or result.stdout).strip().splitlines()
     return seconds, lines[-1] if lines else ""
+
+
+def heavy_imports(argv: list[str], env: dict[str, str], cwd: Path) -> list[str]:
+    """Which of Ray, torch and MLflow a run imports (from ``python -X importtime``; a run of its own, untimed)."""
+    result = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=600, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    return [module for module in HEAVY_MODULES if module in imported]
 
 
 def median_seconds(argv: list[str], env: dict[str, str], cwd: Path, *, expect: int, rounds: int) -> tuple[float, str]:
@@ -101,8 +111,8 @@ def mistakes(images_dir: Path, output: Path, root: Path) -> dict[str, list[str]]
     }
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, str, float, str]]:
-    """Measure and print; returns the rows (kind, what, seconds, last line of output)."""
+def main(argv: list[str] | None = None) -> tuple[list[tuple[str, str, float, str]], list[str]]:
+    """Measure and print; returns the rows (kind, what, seconds, last line of output) and what an idle night imports."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000, help="images in the nightly output")
     parser.add_argument("--rounds", type=int, default=3, help="runs per timing (the median is printed)")
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, float, str]]:
             rows.append(("mistake", what, seconds, line))
         seconds, line = median_seconds(nightly(images_dir, output), env, root, expect=0, rounds=rounds)
         rows.append(("nothing new", f"nightly_label.py, {images} images, nothing new", seconds, line))
+        idle_imports = heavy_imports(nightly(images_dir, output), env, root)
 
     print(f"\nbaselines: python -c pass {python_s:.2f} s, import ray {ray_s:.2f} s "
           f"(medians of {rounds}; every row is a fresh process)\n")
@@ -142,10 +153,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, float, str]]:
     for _, what, _, line in rows:
         if line:
             print(f"  {what}: {line}")
+    print(f"\na night with nothing new imports: {', '.join(idle_imports) or 'none'} of {', '.join(HEAVY_MODULES)} "
+          f"(MLflow records its run; Ray and torch are for nights with work)")
     worst = {kind: max(seconds for k, _, seconds, _ in rows if k == kind) for kind in GOALS}
     print("\nslowest per kind: " + ", ".join(f"{kind} {seconds:.2f} s (goal {GOALS[kind]:g} s)"
                                             for kind, seconds in worst.items()))
-    return rows
+    return rows, idle_imports
 
 
 if __name__ == "__main__":
