@@ -1,6 +1,8 @@
-"""Mask PNGs: the VOC colour map, palette encoding, decoding of palette and grayscale files."""
+"""Mask PNGs: the VOC colour map, palette encoding, decoding of palette and grayscale files; the overlay people see."""
 import io
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from fcn_core.masks import decode_mask_png, encode_mask_png, overlay, voc_colormap
+from fcn_core.masks import class_edges, contrast_colormap, decode_mask_png, encode_mask_png, overlay, voc_colormap
 
 
 def test_voc_colormap_has_the_published_pascal_colours():
@@ -104,15 +106,69 @@ def test_encode_refuses_wrong_shapes_and_types():
         encode_mask_png(np.zeros((0, 5), dtype=np.uint8))
 
 
-def test_overlay_tints_labelled_pixels_and_leaves_background_alone():
-    image = np.full((2, 2, 3), 100, dtype=np.uint8)
-    mask = np.array([[0, 1], [2, 255]], dtype=np.uint8)
+def test_contrast_colormap_is_saturated_and_distinct():
+    colormap = contrast_colormap()
+    assert colormap.shape == (256, 3) and colormap.dtype == np.uint8
+    assert tuple(colormap[0]) == (0, 0, 0) and tuple(colormap[255]) == (255, 255, 255)  # background, void
+    classes = colormap[1:255].astype(int)
+    assert (classes.max(axis=1) == 255).all() and (classes.min(axis=1) == 0).all()  # full saturation and value
+    assert len({tuple(colour) for colour in colormap[:21]}) == 21  # a VOC-sized model: every class its own
+    np.testing.assert_array_equal(contrast_colormap(21), colormap[:21])
+    with pytest.raises(ValueError, match="1 <= n <= 256"):
+        contrast_colormap(0)
+
+
+def test_a_mask_picture_takes_a_colormap_and_still_reads_back_as_classes():
+    mask = np.array([[0, 1, 2], [15, 255, 0]], dtype=np.uint8)
+    image = Image.open(io.BytesIO(encode_mask_png(mask, contrast_colormap())))
+    np.testing.assert_array_equal(np.array(image), mask)
+    assert image.convert("RGB").getpixel((1, 0)) == tuple(contrast_colormap()[1])
+    with pytest.raises(ValueError, match="uint8 \\(256, 3\\)"):
+        encode_mask_png(mask, contrast_colormap(21))
+
+
+def test_class_edges_mark_both_sides_of_every_boundary():
+    mask = np.zeros((4, 5), dtype=np.uint8)
+    mask[1:3, 1:3] = 2
+    expected = np.array([[0, 1, 1, 0, 0],
+                         [1, 1, 1, 1, 0],
+                         [1, 1, 1, 1, 0],
+                         [0, 1, 1, 0, 0]], dtype=bool)
+    np.testing.assert_array_equal(class_edges(mask), expected)
+    assert not class_edges(np.full((3, 3), 7, dtype=np.uint8)).any()
+
+
+def test_overlay_tints_classes_outlines_them_and_leaves_background_alone():
+    image = np.full((5, 5, 3), 100, dtype=np.uint8)
+    mask = np.zeros((5, 5), dtype=np.uint8)
+    mask[1:4, 1:4] = 1  # a 3x3 square: its centre is inside, its ring on the boundary
     blended = overlay(image, mask, alpha=0.5)
-    assert blended.dtype == np.uint8 and blended.shape == (2, 2, 3)
-    assert tuple(blended[0, 0]) == (100, 100, 100)
-    assert tuple(blended[0, 1]) == (114, 50, 50)  # halfway to (128, 0, 0)
-    assert tuple(blended[1, 0]) == (50, 114, 50)
-    np.testing.assert_array_equal(overlay(image, mask, alpha=1.0)[1, 1], (224, 224, 192))
+    assert blended.dtype == np.uint8 and blended.shape == (5, 5, 3)
+    red = contrast_colormap()[1]
+    assert tuple(red) == (255, 0, 0)
+    assert tuple(blended[2, 2]) == (178, 50, 50)  # halfway to the class colour
+    assert tuple(blended[1, 1]) == tuple(red)  # its outline, at full strength
+    assert tuple(blended[0, 1]) == (0, 0, 0)  # the background's side of the boundary: black
+    assert tuple(blended[0, 0]) == (100, 100, 100)  # background away from any boundary: untouched
+    void = overlay(image, np.full((5, 5), 255, dtype=np.uint8), alpha=1.0)
+    assert (void == 255).all()
+
+
+def test_every_class_stands_out_over_a_real_photo():
+    """Each of 20 classes over either half of a real photo moves its pixels by 40 levels or more on average.
+
+    Measured: 48 to 77 levels. VOC's colours at the same alpha move them by 29 to 54: 35 of these 80
+    cases fall short, 14 of the 20 classes in at least one of them.
+    """
+    photo = Image.open(Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB")
+    photo.thumbnail((256, 256))
+    pixels = np.asarray(photo)
+    height, width = pixels.shape[:2]
+    rows, columns = np.mgrid[0:height, 0:width]
+    for region in (rows < height // 2, rows >= height // 2, columns < width // 2, columns >= width // 2):
+        for index in range(1, 21):
+            moved = np.abs(overlay(pixels, (region * index).astype(np.uint8)).astype(int) - pixels)
+            assert moved[region].mean() >= 40, (index, moved[region].mean())
 
 
 def test_overlay_refuses_mismatched_inputs():
