@@ -236,18 +236,33 @@ def _resolve_run(reference: str, download_dir: str | None, tracking_uri: str) ->
     if not (run_id and path):
         raise ModelReferenceError(f"{reference}: expected runs:/RUN_ID/PATH")
     check_reference_store(reference, tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
-        mlflow_client(tracking_uri).get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as error:
         if error.error_code not in _NOT_FOUND:
             raise
         raise ModelReferenceError(f"{reference}: no run with id '{run_id}' in "
                                   f"{describe_store(redact(tracking_uri))}") from None
-    listing = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
-    is_model = any(posixpath.basename(entry.path) == "MLmodel" for entry in listing)
-    artifact = f"{path}/{CHECKPOINT_IN_MODEL}" if is_model else path
-    local = _download(f"runs:/{run_id}/{artifact}", download_dir, tracking_uri, reference)
+    model = _logged_model_of_run(client, run, path)
+    artifact_uri = (f"{model.artifact_location}/{CHECKPOINT_IN_MODEL}" if model is not None else
+                    f"runs:/{run_id}/{path}")
+    local = _download(artifact_uri, download_dir, tracking_uri, reference)
     return ResolvedModel(checkpoint_path=local, reference=reference, name=None, version=None, run_id=run_id)
+
+
+def _logged_model_of_run(client, run, name: str):
+    """The model ``log_checkpoint_model`` logged in ``run`` under ``name``, or None (then ``name`` is a run artifact).
+
+    MLflow 3 keeps a logged model's files with the model, not with the run. Asking for them by the
+    run's path makes the artifact server answer 500 for the run's copy, which MLflow's client retries
+    with back-off for minutes before it looks at the model; going to the model's own location is direct.
+    """
+    for output in run.outputs.model_outputs if run.outputs else ():
+        model = client.get_logged_model(output.model_id)
+        if model.name == name:
+            return model
+    return None
 
 
 def _new_download_dir(download_dir: str | None) -> str:
