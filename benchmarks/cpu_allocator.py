@@ -8,6 +8,7 @@ ones. Prints images/s and minor page faults per timed pass, and the ratio of the
 
     python -m benchmarks.cpu_allocator                                  # paper-size, ~6 minutes on 2 cores
     python -m benchmarks.cpu_allocator --width-multiplier 0.125 --classes 6 --passes 6   # the default model
+    python -m benchmarks.cpu_allocator --tiny       # width 1/16, 2 images of 64 x 64, 1 pass: what the test suite runs
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks import tiny
 from pipelines.runtime.cpu_allocator import MALLOC_ENV
 
 
@@ -49,14 +51,15 @@ def timed_passes(args: argparse.Namespace) -> dict:
         return thread.submit(passes).result()
 
 
-def in_fresh_process(args: argparse.Namespace, settings: dict[str, str]) -> dict:
+def in_fresh_process(argv: list[str], settings: dict[str, str]) -> dict:
+    """`timed_passes` in a process started with glibc's defaults plus ``settings``, given this run's ``argv``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.cpu_allocator", "--child", *sys.argv[1:]],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.cpu_allocator", "--child", *argv],
                             env={**env, **settings}, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--width-multiplier", type=float, default=1.0, help="1: the paper-size model")
@@ -66,7 +69,9 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="timed passes per process")
     parser.add_argument("--rounds", type=int, default=2, help="processes per setting, alternating")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    argv = sys.argv[1:] if argv is None else argv
+    args = tiny.parse_args(parser, argv, classes=6, width_multiplier=1 / 16, height=64, width=64, batch_size=2,
+                           passes=1, rounds=1)
     if args.child:
         print(json.dumps(timed_passes(args)))
         return
@@ -76,7 +81,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {"glibc defaults": [], "MALLOC_ENV": []}
     for _ in range(args.rounds):
         for name, settings in (("glibc defaults", {}), ("MALLOC_ENV", MALLOC_ENV)):
-            result = in_fresh_process(args, settings)
+            result = in_fresh_process(argv, settings)
             rates[name].append(result["images_per_second"])
             print(f"{name:<15} {result['images_per_second']:7.3f} images/s  "
                   f"{result['faults_per_pass']:10.0f} page faults per pass")

@@ -10,6 +10,8 @@ test outcome. Run from the repository root (real Ray, SeaweedFS and MLflow; abou
     python3 -m benchmarks.fault_report --skip-training      # without the training-worker kill
     python3 -m benchmarks.fault_report --from-json fault-report.json   # print an earlier run's table
 
+The test suite runs ``--from-json`` on a small file of its own: the tests that leave the figures run
+in the suite already, so a tiny run of them here would only run them twice.
 Pytest's own output goes to stderr; stdout holds only the Markdown table and its totals line.
 """
 from __future__ import annotations

@@ -29,6 +29,8 @@ the 2-core machine: decode + post-process + encode <= 150 CPU-ms per 12 MP photo
     pip install scikit-image   # the sample photographs
     python -m benchmarks.photo_throughput                              # ~20 minutes on 2 cores
     python -m benchmarks.photo_throughput --copies 1 --rounds 1 --paper-rounds 0   # a quicker look
+    python -m benchmarks.photo_throughput --tiny   # photos at 1/8 side from matplotlib's one, the default model,
+                                                   # 1 round: what the test suite runs (no scikit-image needed)
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import segment, start_ray
+from benchmarks import tiny
+from benchmarks.common import grace_hopper, local_ray, segment
 from benchmarks.segment_throughput import pure_forward
 from fcn_core.checkpoint import load_checkpoint, save_checkpoint
 from fcn_core.masks import encode_mask_png
@@ -67,17 +70,25 @@ MODELS = {  # name -> (classes, width multiplier)
     "paper-size FCN-8s (width 1, 21 classes)": (21, 1.0),
 }
 SCORE_STD = 3.0
+TINY_SCALE = 8  # --tiny: each kind at 1/8 of its height and width
 
 
-def camera_photo(height: int, width: int, seed: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3): tiles of scikit-image's sample photographs, with sensor-like noise."""
+def sample_photographs(*, matplotlib_only: bool) -> list[np.ndarray]:
+    """scikit-image's samples, RGB uint8 (H, W, 3); with ``matplotlib_only``, its one photo (no scikit-image needed)."""
+    if matplotlib_only:
+        return [grace_hopper()]
     import skimage.data
 
+    return [getattr(skimage.data, name)()[..., :3] for name in SAMPLES]
+
+
+def camera_photo(height: int, width: int, seed: int, samples: list[np.ndarray]) -> np.ndarray:
+    """RGB uint8 (H, W, 3): tiles of the ``samples`` photographs, with sensor-like noise."""
     rng = np.random.default_rng(seed)
     frame = np.empty((height, width, 3), dtype=np.uint8)
     corners = [(top, left) for top in range(0, height, TILE) for left in range(0, width, TILE)]
     for index, (top, left) in enumerate(corners):
-        sample = getattr(skimage.data, SAMPLES[(index + seed) % len(SAMPLES)])()[..., :3]
+        sample = samples[(index + seed) % len(samples)]
         scale = TILE / min(sample.shape[:2])
         resized = np.asarray(Image.fromarray(sample).resize(
             (max(TILE, round(sample.shape[1] * scale)), max(TILE, round(sample.shape[0] * scale))),
@@ -88,17 +99,17 @@ def camera_photo(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
 
 
-def build_corpus() -> dict[str, bytes]:
+def build_corpus(kinds: dict[str, tuple[int, int, int | None]], samples: list[np.ndarray]) -> dict[str, bytes]:
     """One JPEG per kind, as a camera writes it, by kind."""
     corpus = {}
-    for seed, (kind, (height, width, orientation)) in enumerate(KINDS.items()):
+    for seed, (kind, (height, width, orientation)) in enumerate(kinds.items()):
         options = {"quality": 90}
         if orientation is not None:
             exif = Image.Exif()
             exif[0x0112] = orientation
             options["exif"] = exif.tobytes()
         buffer = io.BytesIO()
-        Image.fromarray(camera_photo(height, width, seed)).save(buffer, format="JPEG", **options)
+        Image.fromarray(camera_photo(height, width, seed, samples)).save(buffer, format="JPEG", **options)
         corpus[kind] = buffer.getvalue()
     return corpus
 
@@ -177,8 +188,6 @@ def job_against_forward(corpus: dict[str, bytes], root: Path, checkpoint: str, *
                         max_side: int, batch_size: int) -> list[tuple[float, float, float, float]]:
     """Per round: (job images/s, its steady images/s, start-up seconds, mean of the bracketing pure-forward
     images/s)."""
-    import ray
-
     folder = root / "photos"
     folder.mkdir(parents=True)
     for index, data in enumerate(corpus.values()):
@@ -190,10 +199,9 @@ def job_against_forward(corpus: dict[str, bytes], root: Path, checkpoint: str, *
     forward = forward_rate(model, images, normalization, batch_size)
     results = []
     for round_number in range(rounds):
-        start_ray()
-        summary, seconds = segment(folder, checkpoint, root / f"job-{round_number}", batch_size=batch_size,
-                                   max_side=max_side)
-        ray.shutdown()
+        with local_ray(in_use=True):
+            summary, seconds = segment(folder, checkpoint, root / f"job-{round_number}", batch_size=batch_size,
+                                       max_side=max_side)
         assert summary["ok"] == summary["processed_this_run"] == len(images), summary
         after = forward_rate(model, images, normalization, batch_size)
         results.append((len(images) / seconds, summary["steady_images_per_second"], summary["startup_seconds"],
@@ -202,7 +210,7 @@ def job_against_forward(corpus: dict[str, bytes], root: Path, checkpoint: str, *
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-side", type=int, default=1024, help="the job's --max-side")
     parser.add_argument("--repeats", type=int, default=5, help="timings per stage (median)")
@@ -211,13 +219,19 @@ def main() -> None:
     parser.add_argument("--paper-rounds", type=int, default=1,
                         help="job runs with the paper-size model (each takes minutes on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args()
+    args = tiny.parse_args(parser, argv, max_side=256, repeats=1, copies=1, rounds=1, batch_size=2)
+    kinds = KINDS
+    models = list(zip(MODELS.items(), (args.rounds, args.paper_rounds)))
+    if args.tiny:  # the paper-size model's forward pass alone takes seconds
+        kinds = {kind: (height // TINY_SCALE, width // TINY_SCALE, orientation)
+                 for kind, (height, width, orientation) in KINDS.items()}
+        models = models[:1]
 
     reuse_freed_memory()
     with tempfile.TemporaryDirectory(prefix="photo-throughput-") as scratch:
         root = Path(scratch)
-        corpus = build_corpus()
-        for (name, (num_classes, width)), rounds in zip(MODELS.items(), (args.rounds, args.paper_rounds)):
+        corpus = build_corpus(kinds, sample_photographs(matplotlib_only=args.tiny))
+        for (name, (num_classes, width)), rounds in models:
             checkpoint = write_checkpoint(root / f"model-{num_classes}.pt", num_classes, width)
             loaded = load_checkpoint(checkpoint)
             rows = stage_costs(corpus, loaded.model.eval(), loaded.normalization, args.max_side, args.repeats)
@@ -235,7 +249,7 @@ def main() -> None:
                       f"steady {steady / forward:.3f}")
             print(f"job / forward median {statistics.median(job / forward for job, _, _, forward in results):.3f}, "
                   f"steady {statistics.median(steady / forward for _, steady, _, forward in results):.3f}, "
-                  f"over {len(results)} round(s) of {args.copies * len(KINDS)} photos")
+                  f"over {len(results)} round(s) of {args.copies * len(corpus)} photos")
 
 
 if __name__ == "__main__":

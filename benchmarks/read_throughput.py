@@ -12,6 +12,7 @@ uploads N small JPEGs, then in the same run:
 Run from the repository root:
 
     python3 -m benchmarks.read_throughput --images 2000 --kib 64
+    python3 -m benchmarks.read_throughput --tiny      # 32 + 20 + 40 small objects, 1 round: what the test suite runs
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from infra.local.seaweedfs import start_seaweedfs
+from benchmarks import tiny
+from infra.local.seaweedfs import SeaweedServer, start_seaweedfs
 
 BUCKET = "bench"
 
@@ -47,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ttfb-factor", type=int, default=20, help="how much larger the second prefix is")
     parser.add_argument("--cpus", type=int, default=max(8, os.cpu_count() or 1),
                         help="logical CPUs of the local Ray runtime (fetch tasks mostly wait on the network)")
-    return parser.parse_args(argv)
+    return tiny.parse_args(parser, argv, images=32, kib=4, rounds=1, ttfb_images=20, ttfb_kib=1, ttfb_factor=2)
 
 
 def make_jpeg(kib: int) -> bytes:
@@ -119,38 +121,46 @@ def main(argv: list[str] | None = None) -> None:
         import ray
 
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-        client = server.client()
-        server.create_bucket(BUCKET)
-        body, small_body = make_jpeg(args.kib), make_jpeg(args.ttfb_kib)
-        small = args.ttfb_images
-        print(f"uploading {args.images} JPEGs of {len(body) / 1024:.0f} KiB and {small} + {small * args.ttfb_factor} "
-              f"of {len(small_body) / 1024:.0f} KiB to {server.endpoint_url} ...")
-        keys = upload(client, "throughput", args.images, body)
-        upload(client, "ttfb-small", small, small_body)
-        upload(client, "ttfb-large", small * args.ttfb_factor, small_body)
-
-        read_through_corpus(f"s3://{BUCKET}/ttfb-small", args)  # warm-up: Ray workers, imports, connections
-        print(f"throughput, {args.images} objects, best of {args.rounds} alternating rounds "
-              f"(corpus layer includes listing; plain GETs get the keys for free):")
-        corpus_runs, plain_runs = [], []
-        for _ in range(args.rounds):
-            plain_runs.append(read_plain(client, keys, args.threads))
-            corpus_runs.append(read_through_corpus(f"s3://{BUCKET}/throughput", args))
-        plain = report(f"plain boto3, {args.threads} threads", *min(plain_runs, key=lambda run: run[2]))
-        corpus = report("corpus layer (read_corpus)", *min(corpus_runs, key=lambda run: run[2]))
-        print(f"  ratio corpus / plain: {corpus / plain:.2f} (goal >= 0.90)")
-
-        print("time to first batch, median of 3 alternating runs:")
-        prefixes = {small: f"s3://{BUCKET}/ttfb-small", small * args.ttfb_factor: f"s3://{BUCKET}/ttfb-large"}
-        runs = {count: [] for count in prefixes}
-        for _ in range(3):
-            for count, uri in prefixes.items():
-                runs[count].append(time_to_first_batch(uri, args))
-        for count, seconds in runs.items():
-            print(f"  {count:>7} objects: {statistics.median(seconds):6.2f} s "
-                  f"(runs: {', '.join(f'{value:.2f}' for value in seconds)})")
+        measure(server, args)
     finally:
         server.stop()
+
+
+def measure(server: SeaweedServer, args: argparse.Namespace) -> None:
+    """Upload, read and print, on a Ray runtime whose workers reach ``server`` (its variables in their environment).
+
+    The test suite runs it at ``--tiny`` on the S3 server and the Ray of its session, which are set up so.
+    """
+    client = server.client()
+    server.create_bucket(BUCKET)
+    body, small_body = make_jpeg(args.kib), make_jpeg(args.ttfb_kib)
+    small = args.ttfb_images
+    print(f"uploading {args.images} JPEGs of {len(body) / 1024:.0f} KiB and {small} + {small * args.ttfb_factor} "
+          f"of {len(small_body) / 1024:.0f} KiB to {server.endpoint_url} ...")
+    keys = upload(client, "throughput", args.images, body)
+    upload(client, "ttfb-small", small, small_body)
+    upload(client, "ttfb-large", small * args.ttfb_factor, small_body)
+
+    read_through_corpus(f"s3://{BUCKET}/ttfb-small", args)  # warm-up: Ray workers, imports, connections
+    print(f"throughput, {args.images} objects, best of {args.rounds} alternating rounds "
+          f"(corpus layer includes listing; plain GETs get the keys for free):")
+    corpus_runs, plain_runs = [], []
+    for _ in range(args.rounds):
+        plain_runs.append(read_plain(client, keys, args.threads))
+        corpus_runs.append(read_through_corpus(f"s3://{BUCKET}/throughput", args))
+    plain = report(f"plain boto3, {args.threads} threads", *min(plain_runs, key=lambda run: run[2]))
+    corpus = report("corpus layer (read_corpus)", *min(corpus_runs, key=lambda run: run[2]))
+    print(f"  ratio corpus / plain: {corpus / plain:.2f} (goal >= 0.90)")
+
+    print("time to first batch, median of 3 alternating runs:")
+    prefixes = {small: f"s3://{BUCKET}/ttfb-small", small * args.ttfb_factor: f"s3://{BUCKET}/ttfb-large"}
+    runs = {count: [] for count in prefixes}
+    for _ in range(3):
+        for count, uri in prefixes.items():
+            runs[count].append(time_to_first_batch(uri, args))
+    for count, seconds in runs.items():
+        print(f"  {count:>7} objects: {statistics.median(seconds):6.2f} s "
+              f"(runs: {', '.join(f'{value:.2f}' for value in seconds)})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ signals beside it: mean confidence and mean top-2 margin, which is where they fa
 
     pip install scikit-image   # the sample photographs
     python -m benchmarks.review_signal [--model outputs/training/NAME/epoch_0029/checkpoint.pt]
+    python -m benchmarks.review_signal --tiny   # 12 + 4 scenes, matplotlib's photo alone: what the test suite runs
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks import tiny
+from benchmarks.common import grace_hopper
 from fcn_core.novelty import NoveltyReference
 from fcn_core.synthetic import generate_corpus
 from pipelines.labelling.review_rule import ReviewRule
@@ -29,19 +32,20 @@ from pipelines.labelling.review_rule import ReviewRule
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
 
 
-def real_photographs() -> dict[str, np.ndarray]:
-    """Eight real photographs, RGB uint8 (H, W, 3)."""
+def real_photographs(*, matplotlib_only: bool = False) -> dict[str, np.ndarray]:
+    """Eight real photographs, RGB uint8 (H, W, 3); with ``matplotlib_only``, its one alone (no scikit-image needed)."""
+    if matplotlib_only:
+        return {"grace_hopper": grace_hopper()}
     try:
         import skimage.data
     except ImportError:
         raise SystemExit("the sample photographs come with scikit-image: pip install scikit-image") from None
-    import matplotlib
 
     photos = {name: getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS}
     photos["motorcycle"] = skimage.data.stereo_motorcycle()[0]
-    photos["grace_hopper"] = np.asarray(Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg"))
-    return {name: np.ascontiguousarray(np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3])
-            for name, photo in photos.items()}
+    photos = {name: np.ascontiguousarray(np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3])
+              for name, photo in photos.items()}
+    return photos | {"grace_hopper": grace_hopper()}
 
 
 def softmax_signals(loaded, image: np.ndarray) -> tuple[float, float]:
@@ -62,11 +66,11 @@ def roc_auc(positives: list[float], negatives: list[float]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a checkpoint trained on the synthetic corpus (optional)")
     parser.add_argument("--seed", type=int, default=0, help="the synthetic corpus's seed (200 train, 50 val)")
-    args = parser.parse_args()
+    args = tiny.parse_args(parser, argv)
     rule = ReviewRule()
     loaded = None
     if args.model:
@@ -74,14 +78,14 @@ def main() -> None:
 
         loaded = load_checkpoint(args.model)
     with tempfile.TemporaryDirectory(prefix="review-signal-") as workdir:
-        corpus = generate_corpus(Path(workdir), seed=args.seed)
+        corpus = generate_corpus(Path(workdir), seed=args.seed, **(tiny.CORPUS if args.tiny else {}))
 
         def load(image_id: str) -> np.ndarray:
-            return np.asarray(Image.open(corpus.root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
+            return np.array(Image.open(corpus.root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
 
         reference = NoveltyReference.fit(load(image_id) for image_id in corpus.train_ids)
         val = {image_id: load(image_id) for image_id in corpus.val_ids}
-    photos = real_photographs()
+    photos = real_photographs(matplotlib_only=args.tiny)
     scores = {("val", name): reference.novelty(image) for name, image in val.items()}
     scores |= {("photo", name): reference.novelty(image) for name, image in photos.items()}
     print(f"reference: {reference.images} training scenes, described at {reference.side} px\n")
@@ -96,8 +100,8 @@ def main() -> None:
         print(line)
     val_novelty = [scores[("val", name)] for name in val]
     photo_novelty = [scores[("photo", name)] for name in photos]
-    print(f"{'val (50), median':<22} {np.median(val_novelty):8.2f}")
-    print(f"{'val (50), highest':<22} {max(val_novelty):8.2f}")
+    print(f"{f'val ({len(val)}), median':<22} {np.median(val_novelty):8.2f}")
+    print(f"{f'val ({len(val)}), highest':<22} {max(val_novelty):8.2f}")
     if loaded is not None:
         val_softmax = np.array([softmax_signals(loaded, image) for image in val.values()])
         print(f"val softmax: mean confidence {val_softmax[:, 0].min():.3f}-{val_softmax[:, 0].max():.3f}, "

@@ -17,6 +17,7 @@ the allocator.
     python -m benchmarks.segment_throughput                   # 3,072 images of 224x224, FCN-8s at width 1/4
     python -m benchmarks.segment_throughput --images 384      # where the job's ~4 s cold start dominates
     python -m benchmarks.segment_throughput --images 96 --width 0.125 --rounds 1   # a quicker look
+    python -m benchmarks.segment_throughput --tiny            # 16 images of 64x64, width 1/16: what the test suite runs
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import corpus_and_checkpoint, segment, start_ray
+from benchmarks import tiny
+from benchmarks.common import corpus_and_checkpoint, local_ray, segment
 from fcn_core.checkpoint import load_checkpoint
 from fcn_core.masks import encode_mask_png
 from fcn_core.normalization import normalize_image
@@ -75,16 +77,14 @@ def naive_sequential(model, paths: list[Path], normalization, output: Path) -> f
     return len(paths) / (time.perf_counter() - started)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=3072, help="a job of about a minute on 2 cores")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--width", type=float, default=0.25, help="VGG width multiplier of the FCN-8s")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="job runs, each bracketed by (a)")
-    args = parser.parse_args()
-
-    import ray
+    args = tiny.parse_args(parser, argv, images=16, size=64, width=1 / 16, rounds=1)
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -105,10 +105,9 @@ def main() -> None:
         print(f"(a) pure forward:        {forward:8.2f} images/s")
         ratios = []
         for round_number in range(1, args.rounds + 1):
-            start_ray()
-            summary, seconds = segment(images_dir, checkpoint, root / f"job{round_number}",
-                                       batch_size=args.batch_size)
-            ray.shutdown()
+            with local_ray(in_use=True):
+                summary, seconds = segment(images_dir, checkpoint, root / f"job{round_number}",
+                                           batch_size=args.batch_size)
             assert summary["ok"] == summary["processed_this_run"] == args.images, summary
             job = args.images / seconds
             forward_after = pure_forward(model, images, normalization, args.batch_size)

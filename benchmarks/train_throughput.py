@@ -15,6 +15,8 @@ b/a. Goal on CPU: >= 0.9.
 
     python -m benchmarks.train_throughput                      # FCN-8s at width 1/4, 96-pixel crops
     python -m benchmarks.train_throughput --width 0.125 --epochs 3 --rounds 1   # a quicker look
+    python -m benchmarks.train_throughput --tiny     # 8 images, 32-pixel crops, 2 epochs, 1 worker: what the test
+                                                     # suite runs
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ import numpy as np
 import ray
 import torch
 
+from benchmarks import tiny
+from benchmarks.common import local_ray
 from fcn_core.synthetic import SYNTHETIC_CLASS_NAMES, generate_corpus
 from pipelines.io import storage
 from pipelines.io.labelled import LabelledSource, decode_labelled_pair, list_labelled_pairs
@@ -81,7 +85,7 @@ def steady(rates: list[float]) -> float:
     return statistics.median(rates[1:])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--width", type=float, default=0.25, help="VGG16 width multiplier")
     parser.add_argument("--crop", type=int, default=96, help="training crop in pixels")
@@ -90,7 +94,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="training images in the synthetic corpus")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in total (this machine's cores)")
     parser.add_argument("--rounds", type=int, default=3, help="job runs per worker count, each bracketed by (a)")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker counts of the job, each holding an equal share of the threads")
+    args = tiny.parse_args(parser, argv, width=1 / 16, crop=32, batch=2, epochs=2, images=8, rounds=1, workers=[1])
 
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as workdir:
         root = Path(workdir)
@@ -106,28 +112,27 @@ def main() -> None:
         print(f"FCN-8s width {args.width}, {args.images} images, crops {args.crop}, global batch {args.batch}, "
               f"{args.threads} threads, {args.epochs} epochs (first = warm-up)")
         # Logical CPUs beyond the workers' share, so Ray Data's read tasks can be scheduled.
-        ray.init(address="local", num_cpus=args.threads + 2, include_dashboard=False, log_to_driver=False)
-        # The plain loop runs before and after each job run, and each job is compared with the mean of
-        # the two: on a shared machine the load drifts, and bracketing cancels a steady drift.
-        baseline = steady(plain_loop(config("plain", 1), args.threads))
-        print(f"(a) plain PyTorch loop, 1 process x {args.threads} threads: {baseline:7.1f} images/s")
-        ratios: dict[int, list[float]] = {1: [], 2: []}
-        for round_number in range(args.rounds):
-            for workers in ratios:
-                rate = steady(job_rates(config(f"job-{workers}-{round_number}", workers)))
-                after = steady(plain_loop(config("plain", 1), args.threads))
-                ratios[workers].append(rate / ((baseline + after) / 2))
-                print(f"(b) train_fcn.py, {workers} worker(s) x {args.threads / workers:g} threads: {rate:7.1f} "
-                      f"images/s   ratio b/a = {ratios[workers][-1]:.2f}")
-                print(f"(a) plain PyTorch loop, 1 process x {args.threads} threads: {after:7.1f} images/s")
-                baseline = after
+        with local_ray(num_cpus=args.threads + 2):
+            # The plain loop runs before and after each job run, and each job is compared with the mean of
+            # the two: on a shared machine the load drifts, and bracketing cancels a steady drift.
+            baseline = steady(plain_loop(config("plain", 1), args.threads))
+            print(f"(a) plain PyTorch loop, 1 process x {args.threads} threads: {baseline:7.1f} images/s")
+            ratios: dict[int, list[float]] = {workers: [] for workers in args.workers}
+            for round_number in range(args.rounds):
+                for workers in ratios:
+                    rate = steady(job_rates(config(f"job-{workers}-{round_number}", workers)))
+                    after = steady(plain_loop(config("plain", 1), args.threads))
+                    ratios[workers].append(rate / ((baseline + after) / 2))
+                    print(f"(b) train_fcn.py, {workers} worker(s) x {args.threads / workers:g} threads: "
+                          f"{rate:7.1f} images/s   ratio b/a = {ratios[workers][-1]:.2f}")
+                    print(f"(a) plain PyTorch loop, 1 process x {args.threads} threads: {after:7.1f} images/s")
+                    baseline = after
         for workers, values in ratios.items():
             # The goal is the job's default: one worker per machine. Two on one machine's cores measure
             # what DDP's all-reduce costs when it shares the cores that compute.
             goal = "(goal >= 0.9)" if workers == 1 else "(two DDP processes on the same cores: no goal)"
             print(f"{workers} worker(s): b/a per round {', '.join(f'{value:.2f}' for value in values)}; "
                   f"median {statistics.median(values):.2f}   {goal}")
-        ray.shutdown()
 
 
 if __name__ == "__main__":
