@@ -81,6 +81,9 @@ def pytest_collection_finish(session):
     from tests.fixtures.mlflow_server import start_test_mlflow
 
     temp, started = session.config._tmp_path_factory, {}
+    # Made here, before the background starts below, so that they and the first test's tmp_path never race
+    # to create it (with --basetemp left from an earlier run, the loser failed with FileExistsError).
+    temp.getbasetemp()
     services = {  # fixture: (start, stop); the MLflow server's artifacts go to the S3 server, started before it
         "s3_server": (lambda: start_seaweedfs(temp.mktemp("seaweedfs")), lambda server: server.stop()),
         "mlflow_server": (lambda: start_test_mlflow(started["s3_server"].result(), temp.mktemp("mlflow-server")),
