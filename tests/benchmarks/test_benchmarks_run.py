@@ -6,12 +6,12 @@ and that every ratio is a finite positive number. ``fast_answers`` and ``hostile
 of their own, beside the code they measure (``tests/jobs/test_fast_answers.py``,
 ``tests/pipelines/labelling/test_hostile_imports.py``).
 
-Benchmarks run in this process where they can, on the session's Ray (`ray_local`: a benchmark
-attached to a runtime already uses that one, see `benchmarks.common.local_ray`), which saves each a
-Ray start; ``read_throughput`` measures on the session's S3 server too, where its own command
-starts one. ``segment_throughput`` and ``photo_throughput`` change their process's malloc settings
-for the rest of its life (`pipelines.runtime.cpu_allocator.reuse_freed_memory`), so they join the
-session's Ray from a process of their own.
+Benchmarks that use Ray join the session's (`ray_local`: a benchmark attached to a runtime already
+uses that one, see `benchmarks.common.local_ray`), which saves each a Ray start, from a process of
+their own: whatever their driver leaves in Ray (actors, placement groups) ends with that process, and
+``segment_throughput`` and ``photo_throughput`` change their process's malloc settings for the rest of
+its life (`pipelines.runtime.cpu_allocator.reuse_freed_memory`). ``read_throughput`` measures in this
+process, on the session's S3 server and Ray, where its own command starts both.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,25 @@ def torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def session_ray_left_as_found():
+    """Every CPU of the session's Ray is free again after a benchmark, so no later test waits on what it left.
+
+    A benchmark that ran Ray Train in this process once left CPUs held, and a comparison test an hour
+    later waited on them until its timeout; benchmarks that use Ray now run as processes of their own
+    (whatever their driver owns ends with it), and this check names a leak where it happens.
+    """
+    yield
+    import ray
+
+    if not ray.is_initialized():
+        return
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, (ray.available_resources(), ray.cluster_resources())
+        time.sleep(0.5)
 
 
 def figures(pattern: str, text: str) -> list[float]:
@@ -70,9 +90,10 @@ def in_a_process_of_its_own(module: str, argv: list[str], ray_address: str) -> s
 @pytest.mark.slow
 @pytest.mark.integration
 def test_incremental_reruns_nothing_then_only_the_new_images(ray_local, capsys):
-    from benchmarks.incremental import NEW_IMAGES, main
+    from benchmarks.incremental import NEW_IMAGES
 
-    out = in_process(main, ["--tiny"], capsys)
+    out = in_a_process_of_its_own("benchmarks.incremental", ["--tiny"],
+                                  ray_local.get_runtime_context().gcs_address)
     assert re.search(r"first run: +8 images in", out)
     assert re.search(r"unchanged rerun: +0 images in", out)
     assert re.search(rf"{NEW_IMAGES} new images: +{NEW_IMAGES} images in", out)
@@ -82,9 +103,8 @@ def test_incremental_reruns_nothing_then_only_the_new_images(ray_local, capsys):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ledger_scale_reruns_an_output_with_a_history(ray_local, capsys):
-    from benchmarks.ledger_scale import main
-
-    out = in_process(main, ["--tiny"], capsys)
+    out = in_a_process_of_its_own("benchmarks.ledger_scale", ["--tiny"],
+                                  ray_local.get_runtime_context().gcs_address)
     [row] = [json.loads(line) for line in out.splitlines() if line.startswith('{"history"')]
     assert row["history"] == 1000 and row["listing"]["rows"] == 1000
     assert row["unchanged"]["processed"] == 0 and row["grown"]["processed"] == 8
@@ -136,9 +156,8 @@ def test_photo_throughput_costs_each_kind_of_photo_and_runs_the_job(ray_local):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_train_throughput_compares_the_job_with_a_plain_loop(ray_local, capsys):
-    from benchmarks.train_throughput import main
-
-    out = in_process(main, ["--tiny"], capsys)
+    out = in_a_process_of_its_own("benchmarks.train_throughput", ["--tiny"],
+                                  ray_local.get_runtime_context().gcs_address)
     figures(r"\(b\) train_fcn.py, 1 worker\(s\) x 2 threads: +NUMBER images/s +ratio b/a = NUMBER", out)
     figures(r"1 worker\(s\): b/a per round NUMBER; median NUMBER", out)
     assert len(figures(r"\(a\) plain PyTorch loop, .*: +NUMBER images/s", out)) == 2
@@ -147,9 +166,8 @@ def test_train_throughput_compares_the_job_with_a_plain_loop(ray_local, capsys):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_variants_trains_the_first_stage_and_scores_it(ray_local, capsys):
-    from benchmarks.variants import main
-
-    out = in_process(main, ["--tiny"], capsys)
+    out = in_a_process_of_its_own("benchmarks.variants", ["--tiny"],
+                                  ray_local.get_runtime_context().gcs_address)
     [(start, metrics)] = re.findall(r"(?m)^fcn32s +(\S+) +\S+ +(.*?) +\S+$", out)
     assert start == "-"
     assert all(0 <= float(value) <= 1 for value in metrics.split()), metrics  # the paper's four metrics
