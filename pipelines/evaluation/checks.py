@@ -24,8 +24,9 @@ def list_evaluation_pairs(config: EvaluationConfig) -> LabelledListing:
 def check_evaluation_inputs(config: EvaluationConfig, references: Sequence[str]) -> LabelledListing:
     """The listing of ``config``'s held-out set, once it and every reference are found to exist."""
     listing = list_evaluation_pairs(config)
+    tracking_uri = resolve_tracking_uri()
     for reference in references:
-        check_reference(reference, resolve_tracking_uri())
+        check_reference(reference, tracking_uri)
         if not reference.startswith(("models:/", "runs:/")) and not storage.exists(reference):
             raise ModelReferenceError(f"{redact(reference)}: no checkpoint file at {redact(reference)}")
     return listing

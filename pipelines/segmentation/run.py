@@ -19,7 +19,7 @@ from fcn_core.masks import LABELMAP_NAME, labelmap_class_names
 from pipelines.errors import ErrorFractionExceeded
 from pipelines.io import storage
 from pipelines.io.lineage import DataInput
-from pipelines.io.listing import ObjectInfo
+from pipelines.io.listing import CorpusFilter, ObjectInfo
 from pipelines.io.listing_plan import ListingPlan, list_on_driver, plan_from_listing
 from pipelines.io.output_lock import OutputLock
 from pipelines.io.read_settings import DEFAULT_ROWS_PER_BLOCK, FETCH_TASK_CPUS
@@ -84,23 +84,16 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     a model, and a rerun with new images knows how many there are.
     """
     flt = corpus_filter(config)
-    listing = None
-    if skip.rows:
-        listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
+    if skip.rows == 0:
+        return NewImages(_list_on_ray(config.input, flt, checked), None if checked.producers else
+                         len(checked.head), 0)
+    listing = list(checked.head) if not checked.producers else list_on_driver(config.input, flt)
     if listing is not None:
         kept, relabelled = _keep_new_on_driver(listing, skip, policy, model_version)
-        if not kept:
-            return NewImages(None, 0, relabelled)  # the usual night: no Ray, not even imported
-    from pipelines.io.corpus import list_corpus  # Ray Data
-
-    connect_ray()
-    if listing is not None:
-        return NewImages(list_corpus(config.input, flt, plan=plan_from_listing(config.input, flt, kept)), len(kept),
-                         relabelled)
-    if skip.rows == 0:
-        return NewImages(list_corpus(config.input, flt, plan=checked), None if checked.producers else
-                         len(checked.head), 0)
-    new = list_corpus(config.input, flt, plan=checked, rows_per_block=LEDGER_ROWS_PER_BLOCK, regroup=False).map_batches(
+        # Nothing new, the usual night: no Ray, not even imported.
+        listed = _list_on_ray(config.input, flt, plan_from_listing(config.input, flt, kept)) if kept else None
+        return NewImages(listed, len(kept), relabelled)
+    new = _list_on_ray(config.input, flt, checked, rows_per_block=LEDGER_ROWS_PER_BLOCK, regroup=False).map_batches(
         drop_done, fn_kwargs={"skip": skip.shared(), "policy": policy, "model_version": model_version},
         batch_size=None, batch_format="pyarrow", num_cpus=FETCH_TASK_CPUS).materialize()
     count = new.count()
@@ -109,6 +102,17 @@ def _new_images(config: SegmentConfig, checked: ListingPlan, skip: SkipSet, poli
     # so the fetch stage does not start a task for each of them.
     listed = new.repartition(-(-count // DEFAULT_ROWS_PER_BLOCK)) if count else None
     return NewImages(listed, count, relabelled)
+
+
+def _list_on_ray(source: str, flt: CorpusFilter, plan: ListingPlan, **options):
+    """`list_corpus` of a planned source, on Ray (joined or started here).
+
+    Only runs with work get here, so only they import Ray Data.
+    """
+    from pipelines.io.corpus import list_corpus
+
+    connect_ray()
+    return list_corpus(source, flt, plan=plan, **options)
 
 
 def _done_criteria(policy: SkipPolicy) -> str:

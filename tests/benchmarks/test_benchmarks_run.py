@@ -72,11 +72,12 @@ def in_process(main, argv: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
-def in_a_process_of_its_own(module: str, argv: list[str], ray_address: str) -> str:
-    """What ``module.main(argv)`` printed in a fresh Python attached to the Ray at ``ray_address``."""
-    code = (f"import sys, ray; ray.init(address={ray_address!r}, log_to_driver=False); "
-            f"from {module} import main; main(sys.argv[1:])")
-    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+def tiny_run_on(session_ray, module: str) -> str:
+    """What ``module.main(["--tiny"])`` printed in a fresh Python attached to the session's Ray."""
+    code = (f"import sys, ray; ray.init(address={session_ray.get_runtime_context().gcs_address!r}, "
+            f"log_to_driver=False); from {module} import main; main(sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", code, "--tiny"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -89,11 +90,10 @@ def in_a_process_of_its_own(module: str, argv: list[str], ray_address: str) -> s
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_incremental_reruns_nothing_then_only_the_new_images(ray_local, capsys):
+def test_incremental_reruns_nothing_then_only_the_new_images(ray_local):
     from benchmarks.incremental import NEW_IMAGES
 
-    out = in_a_process_of_its_own("benchmarks.incremental", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+    out = tiny_run_on(ray_local, "benchmarks.incremental")
     assert re.search(r"first run: +8 images in", out)
     assert re.search(r"unchanged rerun: +0 images in", out)
     assert re.search(rf"{NEW_IMAGES} new images: +{NEW_IMAGES} images in", out)
@@ -102,9 +102,8 @@ def test_incremental_reruns_nothing_then_only_the_new_images(ray_local, capsys):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_ledger_scale_reruns_an_output_with_a_history(ray_local, capsys):
-    out = in_a_process_of_its_own("benchmarks.ledger_scale", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+def test_ledger_scale_reruns_an_output_with_a_history(ray_local):
+    out = tiny_run_on(ray_local, "benchmarks.ledger_scale")
     [row] = [json.loads(line) for line in out.splitlines() if line.startswith('{"history"')]
     assert row["history"] == 1000 and row["listing"]["rows"] == 1000
     assert row["unchanged"]["processed"] == 0 and row["grown"]["processed"] == 8
@@ -131,8 +130,7 @@ def test_read_throughput_compares_the_corpus_layer_with_plain_gets(ray_local, s3
 @pytest.mark.slow
 @pytest.mark.integration
 def test_segment_throughput_compares_the_job_with_the_pure_forward_pass(ray_local):
-    out = in_a_process_of_its_own("benchmarks.segment_throughput", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+    out = tiny_run_on(ray_local, "benchmarks.segment_throughput")
     assert len(figures(r"\(a\) pure forward: +NUMBER images/s", out)) == 2
     figures(r"\(b\) naive sequential: +NUMBER images/s", out)
     figures(r"\(c\) segment_bucket job: +NUMBER images/s +c/a = NUMBER +c/b = NUMBER", out)
@@ -144,8 +142,7 @@ def test_segment_throughput_compares_the_job_with_the_pure_forward_pass(ray_loca
 def test_photo_throughput_costs_each_kind_of_photo_and_runs_the_job(ray_local):
     from benchmarks.photo_throughput import KINDS
 
-    out = in_a_process_of_its_own("benchmarks.photo_throughput", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+    out = tiny_run_on(ray_local, "benchmarks.photo_throughput")
     assert "default FCN-8s" in out and "paper-size" not in out
     for kind in KINDS:  # the default post-process agrees with the exact one; its pixel counts sum to H x W
         [agreement] = re.findall(rf"(?m)^{re.escape(kind)} .* (\S+) +ok +\S+$", out)
@@ -155,9 +152,8 @@ def test_photo_throughput_costs_each_kind_of_photo_and_runs_the_job(ray_local):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_train_throughput_compares_the_job_with_a_plain_loop(ray_local, capsys):
-    out = in_a_process_of_its_own("benchmarks.train_throughput", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+def test_train_throughput_compares_the_job_with_a_plain_loop(ray_local):
+    out = tiny_run_on(ray_local, "benchmarks.train_throughput")
     figures(r"\(b\) train_fcn.py, 1 worker\(s\) x 2 threads: +NUMBER images/s +ratio b/a = NUMBER", out)
     figures(r"1 worker\(s\): b/a per round NUMBER; median NUMBER", out)
     assert len(figures(r"\(a\) plain PyTorch loop, .*: +NUMBER images/s", out)) == 2
@@ -165,9 +161,8 @@ def test_train_throughput_compares_the_job_with_a_plain_loop(ray_local, capsys):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_variants_trains_the_first_stage_and_scores_it(ray_local, capsys):
-    out = in_a_process_of_its_own("benchmarks.variants", ["--tiny"],
-                                  ray_local.get_runtime_context().gcs_address)
+def test_variants_trains_the_first_stage_and_scores_it(ray_local):
+    out = tiny_run_on(ray_local, "benchmarks.variants")
     [(start, metrics)] = re.findall(r"(?m)^fcn32s +(\S+) +\S+ +(.*?) +\S+$", out)
     assert start == "-"
     assert all(0 <= float(value) <= 1 for value in metrics.split()), metrics  # the paper's four metrics
